@@ -1,0 +1,372 @@
+"""Pydantic models of the two inputs a user writes: a pipeline spec and a stack config.
+
+`pipelines/<name>.yaml` describes one ML use case; `stacks/Pulumi.<env>.yaml` describes one
+environment and is read by Pulumi (`pulumi.Config`) and by `fabric` through `StackSettings`, so a
+latency budget or an instance type is written once. Every validation error is reported as
+`<file>: <field>=<value> <rule>; <fix>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from fabric.errors import SpecError
+
+Family = Literal["lightgbm", "xgboost", "mlp"]
+Task = Literal["binary", "regression"]
+Precision = Literal["fp32", "int8", "int4"]
+
+# metric -> (task it applies to, True when higher is better)
+METRICS: dict[str, tuple[str, bool]] = {
+    "roc_auc": ("binary", True),
+    "pr_auc": ("binary", True),
+    "log_loss": ("binary", False),
+    "accuracy": ("binary", True),
+    "rmse": ("regression", False),
+    "mae": ("regression", False),
+    "r2": ("regression", True),
+}
+LATENCY_OBJECTIVE = "p99_ms"
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SplitSpec(_Strict):
+    validation: float = Field(0.15, gt=0, lt=0.5)
+    test: float = Field(0.15, gt=0, lt=0.5)
+
+
+class DataSpec(_Strict):
+    """Where the rows come from and which columns mean what.
+
+    `source` is `builtin:fraud` (the embedded generator), `sklearn:<name>` (a data set bundled with
+    scikit-learn), or a path to a `.csv` or `.parquet` file, relative to the spec file.
+    """
+
+    source: str
+    target: str
+    time_column: str | None = None
+    id_column: str | None = None
+    features: list[str] | None = None
+    categorical: list[str] | None = None
+    rows: int | None = Field(None, gt=0, description="rows to generate, builtin sources only")
+    seed: int = 0
+    drift: float = Field(0.0, ge=0, description="builtin:fraud only: shift injected into the rows")
+    split: SplitSpec = SplitSpec()
+
+
+class SearchSpec(_Strict):
+    budget_s: float | None = Field(None, gt=0)
+    trials: int | None = Field(None, gt=0)
+    families: list[Family] = Field(default_factory=lambda: ["lightgbm", "xgboost", "mlp"], min_length=1)
+    objectives: list[str] | None = None
+    pruning: bool = True
+    seed: int = 0
+    storage: str | None = Field(None, description="Optuna storage URL; default SQLite under the stack's home")
+
+    @model_validator(mode="after")
+    def _some_budget(self) -> SearchSpec:
+        if self.budget_s is None and self.trials is None:
+            raise ValueError("needs budget_s (wall-clock seconds) or trials; set at least one")
+        return self
+
+
+class LatencyBudget(_Strict):
+    p99_ms: float = Field(gt=0, description="model compute, single row, as served (ONNX Runtime)")
+
+
+class QuantizeSpec(_Strict):
+    precisions: list[Precision] = Field(default_factory=lambda: ["fp32"], min_length=1)
+    max_metric_drop: float = Field(0.005, ge=0)
+
+
+class RolloutSpec(_Strict):
+    strategy: Literal["all_at_once", "canary", "shadow", "blue_green"] = "all_at_once"
+    steps: list[int] = Field(default_factory=lambda: [100])
+    max_error_rate: float = Field(0.01, ge=0, le=1)
+    max_p99_ms: float | None = Field(None, gt=0)
+    step_requests: int = Field(200, gt=0, description="requests observed per canary step before it is judged")
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, steps: list[int]) -> list[int]:
+        if not steps or any(not 0 < s <= 100 for s in steps) or steps != sorted(steps) or steps[-1] != 100:
+            raise ValueError("must be increasing percentages in (0, 100] ending at 100, e.g. [10, 50, 100]")
+        return steps
+
+
+class ServingSpec(_Strict):
+    capture_rate: float = Field(1.0, ge=0, le=1, description="share of requests written to the capture log")
+    max_body_bytes: int = Field(1_048_576, gt=0)
+
+
+class DriftSpec(_Strict):
+    window_rows: int = Field(1000, gt=0)
+    threshold_sigma: float = Field(2.3, gt=0)
+    min_effect: float = Field(0.1, ge=0)
+    persistence: int = Field(2, ge=1)
+    retrain: bool = True
+    promote_margin: float = Field(0.002, ge=0)
+    retrain_budget_s: float | None = Field(None, gt=0)
+
+
+class PipelineSpec(_Strict):
+    name: str
+    data: DataSpec
+    task: Task
+    metric: str
+    search: SearchSpec
+    latency_budget: LatencyBudget
+    quantize: QuantizeSpec = QuantizeSpec()
+    rollout: RolloutSpec = RolloutSpec()
+    serving: ServingSpec = ServingSpec()
+    drift: DriftSpec = DriftSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not _NAME.match(name):
+            raise ValueError("must be lowercase letters, digits and '-', starting with a letter")
+        return name
+
+    @model_validator(mode="after")
+    def _metric_fits_task(self) -> PipelineSpec:
+        if self.metric not in METRICS:
+            raise ValueError(f"metric={self.metric!r} is unknown; use one of {sorted(METRICS)}")
+        task, _ = METRICS[self.metric]
+        if task != self.task:
+            fitting = sorted(m for m, (t, _) in METRICS.items() if t == self.task)
+            raise ValueError(f"metric={self.metric!r} is for {task} tasks, not {self.task}; use one of {fitting}")
+        for objective in self.objectives:
+            if objective not in (self.metric, LATENCY_OBJECTIVE):
+                raise ValueError(
+                    f"search.objectives has {objective!r}; objectives are the metric ({self.metric}) and {LATENCY_OBJECTIVE}"
+                )
+        return self
+
+    @property
+    def objectives(self) -> list[str]:
+        return list(self.search.objectives or [self.metric])
+
+    @property
+    def multi_objective(self) -> bool:
+        return LATENCY_OBJECTIVE in self.objectives
+
+    @property
+    def higher_is_better(self) -> bool:
+        return METRICS[self.metric][1]
+
+    def spec_hash(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Stack settings: the `config:` mapping of stacks/Pulumi.<env>.yaml
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
+
+
+class NodePool(_Camel):
+    name: str
+    instance_types: list[str] = Field(min_length=1)
+    min: int = Field(ge=0)
+    max: int = Field(ge=0)
+    desired: int | None = Field(None, ge=0)
+    capacity_type: Literal["ON_DEMAND", "SPOT"] = "ON_DEMAND"
+    disk_gb: int = Field(100, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> NodePool:
+        if self.max < self.min:
+            raise ValueError(f"max={self.max} must be >= min ({self.min}); raise max or lower min")
+        if self.desired is not None and not self.min <= self.desired <= self.max:
+            raise ValueError(f"desired={self.desired} must lie in [min, max] = [{self.min}, {self.max}]")
+        return self
+
+    @property
+    def desired_size(self) -> int:
+        return self.min if self.desired is None else self.desired
+
+
+class EndpointSettings(_Camel):
+    instance_type: str
+    min_instances: int = Field(ge=1)
+    max_instances: int = Field(ge=1)
+    latency_budget_ms: float = Field(gt=0)
+    model: str | None = Field(None, description="pinned model version, `name:version`; written by `fabric promote`")
+    data_capture_rate: float = Field(1.0, ge=0, le=1)
+    gpu: bool = False
+
+    @model_validator(mode="after")
+    def _bounds(self) -> EndpointSettings:
+        if self.max_instances < self.min_instances:
+            raise ValueError(
+                f"maxInstances={self.max_instances} must be >= minInstances ({self.min_instances}); raise maxInstances"
+            )
+        if self.model is not None and not re.match(r"^[a-z][a-z0-9-]*:[0-9]+$", self.model):
+            raise ValueError(f"model={self.model!r} must be `name:version`, e.g. fraud:7")
+        return self
+
+
+class PolicySettings(_Camel):
+    enforcement: Literal["advisory", "mandatory"] = "advisory"
+    max_latency_budget_ms: float = Field(100.0, gt=0)
+    gpu_quota: int = Field(8, ge=0)
+    required_tags: list[str] = Field(default_factory=lambda: ["owner", "cost-center"])
+
+
+class ApprovalSettings(_Camel):
+    required: int = Field(0, ge=0)
+    approvers: list[str] = Field(default_factory=list)
+
+
+class StackSettings(_Camel):
+    """One environment. Keys are the `fabric:` config keys without the prefix (camelCase in YAML)."""
+
+    env: str
+    region: str = "us-east-1"
+    backend: Literal["local", "sagemaker", "kubernetes"] = "local"
+    platform: Literal["sagemaker", "kubernetes"] = Field(
+        "kubernetes", description="what `pulumi up` provisions for serving and training"
+    )
+    gpu_pools: list[NodePool] = Field(default_factory=list)
+    cpu_pools: list[NodePool] = Field(default_factory=list)
+    endpoints: dict[str, EndpointSettings] = Field(default_factory=dict)
+    policy: PolicySettings = PolicySettings()
+    approvals: ApprovalSettings = ApprovalSettings()
+    tags: dict[str, str] = Field(default_factory=dict)
+    promote_from: str | None = Field(None, description="the stack whose registry this one promotes from")
+    kubernetes_version: str = "1.31"
+
+    @model_validator(mode="after")
+    def _coherent(self) -> StackSettings:
+        if self.backend != "local" and self.backend != self.platform:
+            raise ValueError(
+                f"backend={self.backend} runs on what the stack provisions (platform={self.platform}); "
+                f"set fabric:platform: {self.backend} or fabric:backend: local"
+            )
+        names = [p.name for p in [*self.gpu_pools, *self.cpu_pools]]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"node pool names must be unique; rename {duplicates}")
+        return self
+
+    @classmethod
+    def from_config(cls, env: str, config: dict[str, Any], source: str) -> StackSettings:
+        """Build from a Pulumi `config:` mapping (`fabric:<key>` and `aws:region`)."""
+        values: dict[str, Any] = {"env": env}
+        known = set(cls.model_fields) | {f.alias for f in cls.model_fields.values() if f.alias}
+        for key, value in (config or {}).items():
+            namespace, _, name = str(key).partition(":")
+            if namespace == "aws" and name == "region":
+                values["region"] = value
+            elif namespace == "fabric":
+                if name not in known or name in ("env", "region"):
+                    allowed = sorted(f.alias or n for n, f in cls.model_fields.items() if n not in ("env", "region"))
+                    raise SpecError(f"{source}: fabric:{name} is not a known key; use one of {allowed}")
+                values[name] = value
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            raise SpecError(format_validation_error(source, exc, prefix="fabric:")) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def format_validation_error(source: str, exc: ValidationError, prefix: str = "") -> str:
+    """One line per problem: `<file>: <field>=<value> <rule>`."""
+    lines = []
+    for err in exc.errors():
+        loc = ""
+        for part in err["loc"]:
+            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        message = err["msg"].removeprefix("Value error, ")
+        value = err.get("input")
+        if err["type"] == "missing":
+            lines.append(f"{source}: {prefix}{loc} is required; add it")
+        elif err["type"] == "extra_forbidden":
+            lines.append(f"{source}: {prefix}{loc} is not a known field; check its spelling")
+        elif isinstance(value, dict | list) or not loc:
+            lines.append(f"{source}: {prefix}{loc or '(top level)'}: {message}")
+        else:
+            lines.append(f"{source}: {prefix}{loc}={value!r} {message}")
+    return "\n".join(lines)
+
+
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise SpecError(f"{path}: no such file; check the path")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML ({exc}); fix the syntax") from None
+
+
+def load_pipeline(path: str | Path) -> PipelineSpec:
+    path = Path(path)
+    raw = _read_yaml(path)
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: must be a mapping with name, data, task, metric, search, latency_budget")
+    try:
+        spec = PipelineSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(str(path), exc)) from None
+    return resolve_source(spec, path.parent)
+
+
+def resolve_source(spec: PipelineSpec, base: Path) -> PipelineSpec:
+    """Make a file source absolute, relative to the spec file's folder."""
+    source = spec.data.source
+    if ":" in source.split("/")[0] or Path(source).is_absolute():
+        return spec
+    data = spec.data.model_copy(update={"source": str((base / source).resolve())})
+    return spec.model_copy(update={"data": data})
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The folder holding Pulumi.yaml: $FABRIC_PROJECT_ROOT, else the nearest parent of the cwd."""
+    env = os.environ.get("FABRIC_PROJECT_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = (start or Path.cwd()).resolve()
+    for folder in [here, *here.parents]:
+        if (folder / "Pulumi.yaml").is_file():
+            return folder
+    return here
+
+
+def stack_file(env: str, root: Path | None = None) -> Path:
+    return (root or project_root()) / "stacks" / f"Pulumi.{env}.yaml"
+
+
+def available_stacks(root: Path | None = None) -> list[str]:
+    folder = (root or project_root()) / "stacks"
+    return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in folder.glob("Pulumi.*.yaml"))
+
+
+def load_stack(env: str, root: Path | None = None) -> StackSettings:
+    path = stack_file(env, root)
+    if not path.is_file():
+        stacks = available_stacks(root)
+        raise SpecError(f"--stack {env}: no {path}; use one of {stacks or 'the stacks in stacks/'}")
+    raw = _read_yaml(path) or {}
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: must be a mapping with a `config:` key")
+    return StackSettings.from_config(env, raw.get("config") or {}, str(path))
