@@ -1,0 +1,200 @@
+"""Gradient-boosted trees: LightGBM and XGBoost, trained through their native APIs so that a
+callback can report validation progress, honour the deadline and be pruned mid-fit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fabric.families.base import FitData, ModelFamily, Reporter
+from fabric.families.onnx_graph import finalize
+
+MAX_ROUNDS = 1000
+EARLY_STOPPING = 30
+REPORT_EVERY = 10
+
+
+def validation_metric(metric: str, y: np.ndarray, score: np.ndarray) -> float:
+    """The spec's metric on a split, as a plain float."""
+    from sklearn import metrics
+
+    if metric == "roc_auc":
+        return float(metrics.roc_auc_score(y, score))
+    if metric == "pr_auc":
+        return float(metrics.average_precision_score(y, score))
+    if metric == "log_loss":
+        return float(metrics.log_loss(y, np.clip(score, 1e-7, 1 - 1e-7), labels=[0, 1]))
+    if metric == "accuracy":
+        return float(metrics.accuracy_score(y, score >= 0.5))
+    if metric == "rmse":
+        return float(np.sqrt(metrics.mean_squared_error(y, score)))
+    if metric == "mae":
+        return float(metrics.mean_absolute_error(y, score))
+    if metric == "r2":
+        return float(metrics.r2_score(y, score))
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+class _Progress:
+    """Every REPORT_EVERY rounds: the deadline, then the spec's metric on the validation split."""
+
+    def __init__(self, data: FitData, report: Reporter | None, predict_valid: Any, export: Any) -> None:
+        self.data, self.report, self.predict_valid, self.export = data, report, predict_valid, export
+
+    def __call__(self, round_: int) -> None:
+        self.data.check_deadline()
+        if self.report is not None and round_ > 0 and round_ % REPORT_EVERY == 0:
+            value = validation_metric(self.data.metric, self.data.y_valid, self.predict_valid())
+            self.report(round_, value, self.export)
+
+
+class LightGBMFamily(ModelFamily):
+    name = "lightgbm"
+
+    def suggest(self, trial: Any) -> dict[str, Any]:
+        return {
+            "learning_rate": trial.suggest_float("lgb_learning_rate", 0.02, 0.3, log=True),
+            "num_leaves": trial.suggest_int("lgb_num_leaves", 8, 128, log=True),
+            "min_child_samples": trial.suggest_int("lgb_min_child_samples", 5, 200, log=True),
+            "feature_fraction": trial.suggest_float("lgb_feature_fraction", 0.5, 1.0),
+            "bagging_fraction": trial.suggest_float("lgb_bagging_fraction", 0.5, 1.0),
+            "lambda_l2": trial.suggest_float("lgb_lambda_l2", 1e-3, 10.0, log=True),
+            "max_rounds": trial.suggest_int("lgb_max_rounds", 50, MAX_ROUNDS, log=True),
+        }
+
+    def _params(self, params: dict[str, Any], data: FitData) -> dict[str, Any]:
+        objective = "binary" if data.task == "binary" else "regression"
+        core = {k: v for k, v in params.items() if k not in ("max_rounds", "rounds")}
+        return {**core, "objective": objective, "bagging_freq": 1, "verbose": -1, "seed": data.seed,
+                "num_threads": 1, "deterministic": True}  # fmt: skip
+
+    def fit(self, params: dict[str, Any], data: FitData, report: Reporter | None = None) -> Any:
+        import lightgbm as lgb
+
+        train = lgb.Dataset(data.X_train, data.y_train, free_raw_data=False)
+        rounds = int(params.get("rounds") or params["max_rounds"])
+        state: dict[str, Any] = {}
+        progress = _Progress(
+            data,
+            report,
+            lambda: state["booster"].predict(data.X_valid),
+            lambda: self.to_onnx(state["booster"], data.X_train.shape[1]),
+        )
+
+        def callback(env: Any) -> None:
+            state["booster"] = env.model
+            progress(env.iteration + 1)
+
+        callbacks = [callback]
+        valid_sets = []
+        if "rounds" not in params:  # search: early-stop on validation
+            valid_sets = [lgb.Dataset(data.X_valid, data.y_valid, reference=train)]
+            callbacks.append(lgb.early_stopping(EARLY_STOPPING, verbose=False))
+        booster = lgb.train(self._params(params, data), train, rounds, valid_sets=valid_sets, callbacks=callbacks)
+        return booster
+
+    def predict(self, model: Any, X: np.ndarray) -> np.ndarray:
+        best = model.best_iteration or None
+        return np.asarray(model.predict(X, num_iteration=best), dtype=np.float64)
+
+    def to_onnx(self, model: Any, n_features: int) -> bytes:
+        import onnxmltools
+        from onnxmltools.convert.common.data_types import FloatTensorType
+
+        if model.best_iteration and model.best_iteration < model.current_iteration():
+            model = model.__copy__()
+            model.model_from_string(model.model_to_string(num_iteration=model.best_iteration))
+        binary = model.params.get("objective") == "binary"
+        proto = onnxmltools.convert_lightgbm(
+            model, initial_types=[("input", FloatTensorType([None, n_features]))], zipmap=False
+        )
+        return finalize(proto, "probabilities" if binary else "variable", 1 if binary else None)
+
+    def feature_importance(self, model: Any, n_features: int) -> np.ndarray:
+        return np.asarray(model.feature_importance(importance_type="gain"), dtype=np.float64)
+
+    def refit_params(self, params: dict[str, Any], model: Any) -> dict[str, Any]:
+        return {**params, "rounds": max(1, int(model.best_iteration or model.current_iteration()))}
+
+
+class XGBoostFamily(ModelFamily):
+    name = "xgboost"
+
+    def suggest(self, trial: Any) -> dict[str, Any]:
+        return {
+            "eta": trial.suggest_float("xgb_eta", 0.02, 0.3, log=True),
+            "max_depth": trial.suggest_int("xgb_max_depth", 2, 10),
+            "min_child_weight": trial.suggest_float("xgb_min_child_weight", 0.5, 50, log=True),
+            "subsample": trial.suggest_float("xgb_subsample", 0.5, 1.0),
+            "colsample_bytree": trial.suggest_float("xgb_colsample_bytree", 0.5, 1.0),
+            "lambda": trial.suggest_float("xgb_lambda", 1e-3, 10.0, log=True),
+            "max_rounds": trial.suggest_int("xgb_max_rounds", 50, MAX_ROUNDS, log=True),
+        }
+
+    def fit(self, params: dict[str, Any], data: FitData, report: Reporter | None = None) -> Any:
+        import xgboost as xgb
+
+        class Callback(xgb.callback.TrainingCallback):
+            def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+                state["booster"] = model
+                progress(epoch + 1)
+                return False
+
+        state: dict[str, Any] = {}
+        dvalid = xgb.DMatrix(data.X_valid, data.y_valid)
+        progress = _Progress(
+            data,
+            report,
+            lambda: state["booster"].predict(dvalid, iteration_range=(0, state["booster"].num_boosted_rounds())),
+            lambda: self.to_onnx(state["booster"], data.X_train.shape[1]),
+        )
+        core = {k: v for k, v in params.items() if k not in ("max_rounds", "rounds")}
+        booster_params = {
+            **core,
+            "objective": "binary:logistic" if data.task == "binary" else "reg:squarederror",
+            "eval_metric": "logloss" if data.task == "binary" else "rmse",
+            "tree_method": "hist",
+            "nthread": 1,
+            "seed": data.seed,
+        }
+        rounds = int(params.get("rounds") or params["max_rounds"])
+        searching = "rounds" not in params
+        return xgb.train(
+            booster_params,
+            xgb.DMatrix(data.X_train, data.y_train),
+            rounds,
+            evals=[(dvalid, "valid")] if searching else [],
+            early_stopping_rounds=EARLY_STOPPING if searching else None,
+            callbacks=[Callback()],
+            verbose_eval=False,
+        )
+
+    def _rounds(self, model: Any) -> int:
+        best = getattr(model, "best_iteration", None)
+        return int(best) + 1 if best is not None else model.num_boosted_rounds()
+
+    def predict(self, model: Any, X: np.ndarray) -> np.ndarray:
+        import xgboost as xgb
+
+        return np.asarray(model.predict(xgb.DMatrix(X), iteration_range=(0, self._rounds(model))), dtype=np.float64)
+
+    def to_onnx(self, model: Any, n_features: int) -> bytes:
+        import onnxmltools
+        from onnxmltools.convert.common.data_types import FloatTensorType
+
+        rounds = self._rounds(model)
+        if rounds < model.num_boosted_rounds():
+            model = model[:rounds]
+        binary = "binary" in str(model.save_config())
+        proto = onnxmltools.convert_xgboost(
+            model, initial_types=[("input", FloatTensorType([None, n_features]))]
+        )
+        return finalize(proto, "probabilities" if binary else "variable", 1 if binary else None)
+
+    def feature_importance(self, model: Any, n_features: int) -> np.ndarray:
+        gains = model.get_score(importance_type="total_gain")
+        return np.array([gains.get(f"f{i}", 0.0) for i in range(n_features)], dtype=np.float64)
+
+    def refit_params(self, params: dict[str, Any], model: Any) -> dict[str, Any]:
+        return {**params, "rounds": self._rounds(model)}

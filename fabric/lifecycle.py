@@ -1,0 +1,131 @@
+"""The lifecycle of one spec on the local machine: data -> search -> train -> quantize -> register.
+
+Backends call this for the stages they run in-process; the CLI only wires a progress display to
+the `Progress` hooks. Nothing is registered unless every stage before it succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from fabric.data.dataset import Dataset, prepare
+from fabric.registry import Lineage, ModelVersion, Registry, code_version
+from fabric.search import SearchOptions, SearchResult, TrialSummary, run_search
+from fabric.spec import PipelineSpec
+
+
+class Progress(Protocol):
+    def stage(self, name: str, detail: str = "") -> None: ...
+    def trial(self, summary: TrialSummary, elapsed_s: float, budget_s: float | None) -> None: ...
+
+
+class SilentProgress:
+    def stage(self, name: str, detail: str = "") -> None:
+        pass
+
+    def trial(self, summary: TrialSummary, elapsed_s: float, budget_s: float | None) -> None:
+        pass
+
+
+@dataclass
+class RunResult:
+    version: ModelVersion
+    search: SearchResult
+    timings_s: dict[str, float] = field(default_factory=dict)
+    report: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.version.address,
+            "aliases": list(self.version.aliases),
+            "family": self.version.lineage.family,
+            "metrics": self.version.metrics.get("test", {}),
+            "latency": self.version.latency,
+            "search": self.search.to_dict(),
+            "timings_s": {k: round(v, 2) for k, v in self.timings_s.items()},
+            "artifacts": str(self.version.path),
+            "report": str(self.report) if self.report else None,
+        }
+
+
+def default_storage(home: Path) -> str:
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'studies.db'}"
+
+
+def run_pipeline(
+    spec: PipelineSpec,
+    stack: str,
+    registry: Registry,
+    home: Path,
+    progress: Progress | None = None,
+    budget_s: float | None = None,
+    dataset: Dataset | None = None,
+    parent: str | None = None,
+    search_options: SearchOptions = SearchOptions(),
+    alias: str = "candidate",
+) -> RunResult:
+    from fabric import report as report_module
+    from fabric.train import model_card, refit, write_model_card
+
+    progress = progress or SilentProgress()
+    timings: dict[str, float] = {}
+    clock = time.monotonic()
+
+    progress.stage("data", spec.data.source)
+    dataset = dataset or prepare(spec)
+    timings["data"] = time.monotonic() - clock
+
+    budget = budget_s if budget_s is not None else spec.search.budget_s
+    progress.stage("search", f"{budget} s budget" if budget else f"{spec.search.trials} trials")
+    clock = time.monotonic()
+    search = run_search(
+        spec,
+        dataset,
+        storage=spec.search.storage or default_storage(home),
+        budget_s=budget,
+        options=search_options,
+        on_trial=lambda s, elapsed: progress.trial(s, elapsed, budget),
+    )
+    timings["search"] = time.monotonic() - clock
+
+    progress.stage("train", f"refit {search.best.family} (trial {search.best.number}) on train+validation")
+    clock = time.monotonic()
+    trained = refit(spec, dataset, search.best)
+    timings["train"] = time.monotonic() - clock
+
+    progress.stage("register", spec.name)
+    clock = time.monotonic()
+    lineage = Lineage(
+        dataset_fingerprint=dataset.fingerprint,
+        spec_hash=spec.spec_hash(),
+        code_version=code_version(),
+        study=search.study_name,
+        trial=search.best.number,
+        parent=parent,
+        stack=stack,
+        family=trained.family,
+        params=trained.params,
+        training_rows=len(dataset.train.y) + len(dataset.validation.y),
+        source=dataset.source,
+    )
+    card = model_card(spec, dataset, search, trained, {"higher_is_better": spec.higher_is_better})
+    with registry.stage() as staged:
+        (staged / "model.onnx").write_bytes(trained.onnx)
+        (staged / "schema.json").write_text(json.dumps(dataset.schema.to_dict(), indent=2))
+        write_model_card(card, staged)
+        (staged / "report.html").write_text(report_module.render(card, search))
+        version = registry.register(
+            spec.name,
+            staged,
+            lineage,
+            metrics=trained.metrics,
+            latency=trained.latency.to_dict(),
+            alias=alias,
+        )
+    timings["register"] = time.monotonic() - clock
+    return RunResult(version=version, search=search, timings_s=timings, report=version.path / "report.html")
