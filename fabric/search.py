@@ -216,6 +216,8 @@ def run_search(
     pruner = FamilyMedianPruner(study, spec.higher_is_better)
     budget_ms = spec.latency_budget.p99_ms
     start = time.monotonic()
+    for family_name in spec.search.families:  # inside the budget: it is part of the search's cost
+        get_family(family_name).warm_up()
     deadline = start + budget if (budget is not None and options.cut_trials) else None
     data = fit_data(dataset, spec, deadline)
     sample_rows = dataset.validation.X[:256]
@@ -266,7 +268,7 @@ def run_search(
     study.optimize(
         objective,
         n_trials=spec.search.trials,
-        timeout=budget,
+        timeout=None if budget is None else max(0.0, budget - (time.monotonic() - start)),
         callbacks=[callback],
         catch=(ValueError, ArithmeticError, RuntimeError),
         gc_after_trial=False,

@@ -65,6 +65,10 @@ class ModelFamily(abc.ABC):
     def to_onnx(self, model: Any, n_features: int) -> bytes:
         """Serialized ONNX model following the graph contract, weights in the one file."""
 
+    def warm_up(self) -> None:
+        """Pay one-off import and initialisation costs up front, where the search can account for
+        them, instead of inside a trial where they cannot be cut."""
+
     def feature_importance(self, model: Any, n_features: int) -> np.ndarray | None:
         return None
 

@@ -72,6 +72,11 @@ class MLPFamily(ModelFamily):
             "batch_size": trial.suggest_categorical("mlp_batch_size", [256, 512, 1024]),
         }
 
+    def warm_up(self) -> None:
+        torch = require("torch")
+        # the first optimiser construction imports torch's compiler stack: about 2 s here
+        torch.optim.AdamW(torch.nn.Linear(1, 1).parameters())
+
     def _shape(self, data: FitData) -> dict[str, Any]:
         categorical = dict(zip(data.categorical_columns, data.categories, strict=True))
         numeric = [j for j in range(data.X_train.shape[1]) if j not in categorical]

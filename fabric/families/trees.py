@@ -52,6 +52,10 @@ class _Progress:
 class LightGBMFamily(ModelFamily):
     name = "lightgbm"
 
+    def warm_up(self) -> None:
+        import lightgbm  # noqa: F401
+        import onnxmltools  # noqa: F401
+
     def suggest(self, trial: Any) -> dict[str, Any]:
         return {
             "learning_rate": trial.suggest_float("lgb_learning_rate", 0.02, 0.3, log=True),
@@ -120,6 +124,10 @@ class LightGBMFamily(ModelFamily):
 
 class XGBoostFamily(ModelFamily):
     name = "xgboost"
+
+    def warm_up(self) -> None:
+        import onnxmltools  # noqa: F401
+        import xgboost  # noqa: F401
 
     def suggest(self, trial: Any) -> dict[str, Any]:
         return {
