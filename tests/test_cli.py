@@ -52,9 +52,10 @@ def test_run_registers_a_model_with_lineage(tmp_path: Path, home: Path) -> None:
 def _assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: ")
+    last = result.stderr.strip().splitlines()[-1]  # progress lines may come before it on stderr
+    assert last.startswith("error: ")
     for fragment in fragments:
-        assert fragment in result.stderr
+        assert fragment in last
 
 
 def test_bad_input_exits_2_and_leaves_the_registry_unchanged(tmp_path: Path, home: Path) -> None:
