@@ -41,6 +41,7 @@ class SearchOptions:
     pruning: bool = True
     latency_aware: bool = True
     cut_trials: bool = True
+    tuned_sampler: bool = True  # False: TPESampler with Optuna's default settings
     latency_runs: int = 300
 
 
@@ -201,7 +202,11 @@ def run_search(
     multi = spec.multi_objective
     metric_direction = "maximize" if spec.higher_is_better else "minimize"
     name = name or study_name(spec, dataset)
-    sampler = optuna.samplers.TPESampler(seed=spec.search.seed, multivariate=True, group=True, n_startup_trials=5)
+    if options.tuned_sampler:
+        # multivariate+group: the families' parameter sets are disjoint (conditional search space)
+        sampler = optuna.samplers.TPESampler(seed=spec.search.seed, multivariate=True, group=True, n_startup_trials=5)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=spec.search.seed)
     try:
         study = optuna.create_study(
             study_name=name,
@@ -276,7 +281,11 @@ def run_search(
     wall = time.monotonic() - start
     trials = [_summary(t, multi) for t in study.get_trials(deepcopy=False)]
     this_run = [t for t in trials if t.number not in before]
-    eligible = [t for t in trials if t.state == "complete" and (t.p99_ms is None or t.p99_ms <= budget_ms)]
+    eligible = [
+        t
+        for t in trials
+        if t.state == "complete" and (not options.latency_aware or t.p99_ms is None or t.p99_ms <= budget_ms)
+    ]
     if not eligible:
         counts = SearchResult(name, storage, budget, wall, trials[0], [], this_run).counts() if trials else {}
         raise FabricError(

@@ -65,3 +65,16 @@ def test_multi_objective_keeps_a_pareto_front_within_budget(tmp_path: Path) -> N
     assert result.best.p99_ms <= spec.latency_budget.p99_ms
     values = [t.value for t in result.trials if t.state == "complete"]
     assert result.best.value == max(values)
+
+
+def test_a_postgresql_study_is_shared_and_resumed_like_sqlite(tmp_path: Path) -> None:
+    from tests.postgres import postgres_server
+
+    spec = load_pipeline(write_spec(tmp_path, search={"trials": 2, "budget_s": 30}))
+    data = prepare(spec)
+    with postgres_server() as url:
+        first = run_search(spec, data, url)
+        second = run_search(spec, data, url)  # e.g. a second worker, or a restarted one
+    assert [t.number for t in first.trials] == [0, 1]
+    assert [t.number for t in second.trials] == [2, 3]
+    assert second.storage == url and first.study_name == second.study_name

@@ -1,0 +1,192 @@
+"""Latency-aware search against Optuna's defaults, side by side in one run.
+
+For each wall-clock budget and data set, two searches run on the same splits:
+  fabric    TPE (multivariate), per-family median pruning, latency budget enforced during search,
+            trials cut at the deadline
+  baseline  Optuna's defaults: TPESampler(seed), no pruning, no latency awareness, trials awaited
+Each winner is then refit on train+validation and scored on the held-out test split.
+
+    python benchmarks/search.py                      # 60 s and 300 s budgets, every data set
+    python benchmarks/search.py --budgets 60 --datasets fraud default
+
+Data: the embedded fraud generator (100k rows), ISLP's Caravan and Default, plotnine's diamonds,
+read from the CSV files those packages ship (`make bench` installs them; nothing is downloaded).
+Prints a table and writes benchmarks/results/search.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fabric.data.dataset import prepare  # noqa: E402
+from fabric.families import get_family  # noqa: E402
+from fabric.search import SearchOptions, run_search  # noqa: E402
+from fabric.spec import PipelineSpec  # noqa: E402
+from fabric.train import refit  # noqa: E402
+
+FAMILIES = ["lightgbm", "xgboost", "mlp"]
+BASELINE = SearchOptions(pruning=False, latency_aware=False, cut_trials=False, tuned_sampler=False)
+
+
+def _package_csv(package: str, *parts: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise SystemExit(f"{package} is not installed; run `make bench` (it installs islp and plotnine)")
+    return Path(spec.origin).parent.joinpath(*parts)
+
+
+def dataset_specs() -> dict[str, dict[str, Any]]:
+    return {
+        "fraud": {
+            "data": {"source": "builtin:fraud", "target": "is_fraud", "time_column": "event_time",
+                     "id_column": "transaction_id", "rows": 100_000},
+            "task": "binary", "metric": "roc_auc", "latency_budget": {"p99_ms": 2.0},
+        },
+        "caravan": {
+            "data": {"source": "islp:Caravan", "target": "Purchase"},
+            "task": "binary", "metric": "roc_auc", "latency_budget": {"p99_ms": 1.0},
+        },
+        "default": {
+            "data": {"source": "islp:Default", "target": "default", "categorical": ["student"]},
+            "task": "binary", "metric": "roc_auc", "latency_budget": {"p99_ms": 1.0},
+        },
+        "diamonds": {
+            "data": {"source": "plotnine:diamonds", "target": "price", "categorical": ["cut", "color", "clarity"]},
+            "task": "regression", "metric": "rmse", "latency_budget": {"p99_ms": 1.0},
+        },
+    }  # fmt: skip
+
+
+def resolve(source: str) -> str:
+    kind, _, name = source.partition(":")
+    if kind == "islp":
+        return str(_package_csv("ISLP", "data", f"{name}.csv"))
+    if kind == "plotnine":
+        return str(_package_csv("plotnine", "data", f"{name}.csv"))
+    return source
+
+
+@dataclass
+class Row:
+    budget_s: float
+    dataset: str
+    method: str
+    family: str
+    best_validation: float
+    test_metric: float
+    metric: str
+    trials_complete: int
+    trials_pruned_latency: int
+    trials_pruned_metric: int
+    trials_cut: int
+    wall_s: float
+    p99_ms: float
+    latency_budget_ms: float
+
+    @property
+    def overrun(self) -> float:
+        return self.wall_s / self.budget_s - 1
+
+
+def run_one(name: str, raw: dict[str, Any], budget: float, method: str, workdir: Path) -> Row:
+    raw = {**raw, "data": {**raw["data"], "source": resolve(raw["data"]["source"])}}
+    spec = PipelineSpec.model_validate(
+        {"name": name, **raw, "search": {"budget_s": budget, "families": FAMILIES, "seed": 0}}
+    )
+    dataset = prepare(spec)
+    options = BASELINE if method == "baseline" else SearchOptions()
+    storage = f"sqlite:///{workdir / f'{name}-{budget:g}-{method}.db'}"
+    result = run_search(spec, dataset, storage=storage, budget_s=budget, options=options)
+    trained = refit(spec, dataset, result.best)
+    counts = result.counts()
+    return Row(
+        budget_s=budget,
+        dataset=name,
+        method=method,
+        family=result.best.family,
+        best_validation=float(result.best.value or 0.0),
+        test_metric=float(trained.metrics["test"][spec.metric]),
+        metric=spec.metric,
+        trials_complete=counts["complete"],
+        trials_pruned_latency=counts["pruned_latency"],
+        trials_pruned_metric=counts["pruned_metric"],
+        trials_cut=counts["cut_deadline"],
+        wall_s=result.wall_s,
+        p99_ms=trained.latency.p99_ms,
+        latency_budget_ms=spec.latency_budget.p99_ms,
+    )
+
+
+def verdicts(rows: list[Row]) -> dict[str, bool]:
+    fabric = [r for r in rows if r.method == "fabric"]
+    better = []
+    for r in fabric:
+        base = next(b for b in rows if b.method == "baseline" and (b.dataset, b.budget_s) == (r.dataset, r.budget_s))
+        higher = r.metric not in ("rmse", "mae")
+        better.append(r.best_validation >= base.best_validation if higher else r.best_validation <= base.best_validation)
+    return {
+        "overrun_within_10pct": all(r.overrun <= 0.10 for r in fabric),
+        "p99_within_budget": all(r.p99_ms <= r.latency_budget_ms for r in fabric),
+        "validation_at_least_baseline": all(better),
+    }
+
+
+def print_table(rows: list[Row]) -> None:
+    header = ("budget", "data", "method", "family", "valid", "test", "done", "lat-pruned", "pruned", "cut",
+              "wall/budget", "p99 ms")  # fmt: skip
+    lines = [header]
+    for r in rows:
+        lines.append((
+            f"{r.budget_s:g}", r.dataset, r.method, r.family, f"{r.best_validation:.4f}", f"{r.test_metric:.4f}",
+            str(r.trials_complete), str(r.trials_pruned_latency), str(r.trials_pruned_metric), str(r.trials_cut),
+            f"{r.wall_s:.1f}/{r.budget_s:g} ({r.overrun:+.0%})", f"{r.p99_ms:.3f}/{r.latency_budget_ms:g}",
+        ))  # fmt: skip
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budgets", type=float, nargs="+", default=[60, 300])
+    parser.add_argument("--datasets", nargs="+", default=list(dataset_specs()), choices=list(dataset_specs()))
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "search.json")
+    args = parser.parse_args()
+
+    for family in FAMILIES:  # imports paid once, before any timed run, so neither method pays them
+        get_family(family).warm_up()
+    rows: list[Row] = []
+    specs = dataset_specs()
+    with tempfile.TemporaryDirectory() as tmp:
+        for budget in args.budgets:
+            for name in args.datasets:
+                for method in ("fabric", "baseline"):
+                    clock = time.monotonic()
+                    rows.append(run_one(name, specs[name], budget, method, Path(tmp)))
+                    print(f"# {name} {method} {budget:g}s done in {time.monotonic() - clock:.0f}s", file=sys.stderr)
+    print_table(rows)
+    result = {
+        "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
+        "rows": [{**r.__dict__, "overrun": round(r.overrun, 4)} for r in rows],
+        "verdicts": verdicts(rows),
+    }
+    print(json.dumps(result["verdicts"]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
