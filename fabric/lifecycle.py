@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fabric.data.dataset import Dataset, prepare
+from fabric.latency import measure
+from fabric.quantize import quantize
 from fabric.registry import Lineage, ModelVersion, Registry, code_version
 from fabric.search import SearchOptions, SearchResult, TrialSummary, run_search
 from fabric.spec import PipelineSpec
@@ -98,6 +100,15 @@ def run_pipeline(
     trained = refit(spec, dataset, search.best)
     timings["train"] = time.monotonic() - clock
 
+    progress.stage("quantize", ", ".join(spec.quantize.precisions))
+    clock = time.monotonic()
+    quantized = quantize(spec, dataset, trained.onnx, trained.latency.p99_ms)
+    served = quantized.chosen_result
+    latency = trained.latency
+    if quantized.chosen != "fp32":
+        latency = measure(served.onnx or b"", dataset.test.X, runs=2000, warmup=100, batch_rows=256)
+    timings["quantize"] = time.monotonic() - clock
+
     progress.stage("register", spec.name)
     clock = time.monotonic()
     lineage = Lineage(
@@ -109,13 +120,27 @@ def run_pipeline(
         parent=parent,
         stack=stack,
         family=trained.family,
+        precision=quantized.chosen,
         params=trained.params,
         training_rows=len(dataset.train.y) + len(dataset.validation.y),
         source=dataset.source,
     )
-    card = model_card(spec, dataset, search, trained, {"higher_is_better": spec.higher_is_better})
+    card = model_card(
+        spec,
+        dataset,
+        search,
+        trained,
+        {
+            "higher_is_better": spec.higher_is_better,
+            "served_precision": quantized.chosen,
+            "precisions": quantized.to_dict()["precisions"],
+            "served_latency": latency.to_dict(),
+        },
+    )
     with registry.stage() as staged:
-        (staged / "model.onnx").write_bytes(trained.onnx)
+        (staged / "model.onnx").write_bytes(served.onnx or trained.onnx)
+        for accepted in quantized.accepted():
+            (staged / f"model.{accepted.precision}.onnx").write_bytes(accepted.onnx or b"")
         (staged / "schema.json").write_text(json.dumps(dataset.schema.to_dict(), indent=2))
         write_model_card(card, staged)
         (staged / "report.html").write_text(report_module.render(card, search))
@@ -123,8 +148,8 @@ def run_pipeline(
             spec.name,
             staged,
             lineage,
-            metrics=trained.metrics,
-            latency=trained.latency.to_dict(),
+            metrics={**trained.metrics, "quantize": quantized.to_dict()},
+            latency=latency.to_dict(),
             alias=alias,
         )
     timings["register"] = time.monotonic() - clock

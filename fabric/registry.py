@@ -70,6 +70,7 @@ class Lineage:
     source: str = ""  # the data source
     approvals: tuple[dict[str, str], ...] = ()
     promoted_from: str | None = None  # e.g. "staging/fraud:4"
+    precision: str = "fp32"  # of the served model.onnx (quantization's choice)
 
     def missing(self) -> list[str]:
         """Fields a complete lineage must have (the policy rule reads this)."""

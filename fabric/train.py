@@ -166,8 +166,13 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
     ]
     if card.get("precisions"):
-        lines += ["## Precisions", "", "| precision | bytes | test metric | status |", "|---|---|---|---|"]
-        lines += [f"| {p['precision']} | {p.get('bytes')} | {p.get('metric')} | {p.get('status')} |" for p in card["precisions"]]
+        lines += ["## Precisions", "", f"Served: **{card.get('served_precision', 'fp32')}**.", "",
+                  "| precision | bytes | test metric | drop | p99 ms | status | note |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"| {p['precision']} | {p.get('size_bytes')} | {p.get('metric')} | {p.get('drop')} | {p.get('p99_ms')} "
+            f"| {p.get('status')} | {p.get('message', '')} |"
+            for p in card["precisions"]
+        ]
         lines.append("")
     if card["metrics"].get("calibration"):
         cal = card["metrics"]["calibration"]

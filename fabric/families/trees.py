@@ -49,6 +49,27 @@ class _Progress:
             self.report(round_, value, self.export)
 
 
+def float32_thresholds(model_text: str) -> str:
+    """Round LightGBM's double split thresholds down to float32 values.
+
+    ONNX TreeEnsemble stores thresholds as float32, rounded to nearest; a float32 feature lying
+    between the double threshold and its rounded-up float32 would take the other branch. For float32
+    inputs `x <= t` holds exactly when `x <= (largest float32 <= t)`, so this rewrite changes no
+    LightGBM prediction on float32 data and makes the ONNX graph agree with it bit for bit.
+    """
+    # tree_sizes gives each tree's byte length for parallel parsing; without it LightGBM reads in order
+    lines = [line for line in model_text.split("\n") if not line.startswith("tree_sizes=")]
+    for i, line in enumerate(lines):
+        if not line.startswith("threshold="):
+            continue
+        values = np.array(line.removeprefix("threshold=").split(), dtype=np.float64)
+        rounded = values.astype(np.float32)
+        above = rounded.astype(np.float64) > values
+        rounded[above] = np.nextafter(rounded[above], np.float32(-np.inf))
+        lines[i] = "threshold=" + " ".join(repr(float(v)) for v in rounded)
+    return "\n".join(lines)
+
+
 class LightGBMFamily(ModelFamily):
     name = "lightgbm"
 
@@ -106,9 +127,9 @@ class LightGBMFamily(ModelFamily):
         import onnxmltools
         from onnxmltools.convert.common.data_types import FloatTensorType
 
-        if model.best_iteration and model.best_iteration < model.current_iteration():
-            model = model.__copy__()
-            model.model_from_string(model.model_to_string(num_iteration=model.best_iteration))
+        text = model.model_to_string(num_iteration=model.best_iteration or None)
+        model = model.__copy__()
+        model.model_from_string(float32_thresholds(text))
         binary = model.params.get("objective") == "binary"
         proto = onnxmltools.convert_lightgbm(
             model, initial_types=[("input", FloatTensorType([None, n_features]))], zipmap=False

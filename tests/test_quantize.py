@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from fabric.data.dataset import Dataset, prepare
+from fabric.families import get_family
+from fabric.latency import predict
+from fabric.quantize import gemm_to_matmul, quantize
+from fabric.search import fit_data
+from fabric.spec import PipelineSpec, load_pipeline
+from tests.conftest import write_spec
+
+PARAMS = {
+    "lightgbm": {"learning_rate": 0.1, "num_leaves": 31, "min_child_samples": 20, "feature_fraction": 0.9,
+                 "bagging_fraction": 0.9, "lambda_l2": 1.0, "rounds": 120},
+    "xgboost": {"eta": 0.1, "max_depth": 6, "min_child_weight": 1.0, "subsample": 0.9, "colsample_bytree": 0.9,
+                "lambda": 1.0, "rounds": 120},
+    "mlp": {"hidden": 128, "layers": 2, "dropout": 0.0, "lr": 3e-3, "weight_decay": 1e-5, "batch_size": 256,
+            "epochs": 4},
+}  # fmt: skip
+TOLERANCE = {"lightgbm": 1e-5, "xgboost": 1e-5, "mlp": 1e-4}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> tuple[PipelineSpec, Dataset]:
+    folder = tmp_path_factory.mktemp("quantize")
+    spec = load_pipeline(
+        write_spec(folder, data={"rows": 6000}, quantize={"precisions": ["fp32", "int8", "int4"], "max_metric_drop": 0.02})
+    )
+    return spec, prepare(spec)
+
+
+def _fit(name: str, spec: PipelineSpec, dataset: Dataset) -> tuple[object, bytes]:
+    family = get_family(name)
+    model = family.fit(PARAMS[name], fit_data(dataset, spec, deadline=None))
+    return model, family.to_onnx(model, dataset.train.X.shape[1])
+
+
+@pytest.mark.parametrize("name", ["lightgbm", "xgboost", "mlp"])
+def test_onnx_matches_the_native_model_in_one_file(name: str, data: tuple[PipelineSpec, Dataset]) -> None:
+    spec, dataset = data
+    model, onnx_bytes = _fit(name, spec, dataset)
+    native = get_family(name).predict(model, dataset.test.X)
+    served = predict(onnx_bytes, dataset.test.X)
+    assert len(served) == len(dataset.test.y)
+    assert np.max(np.abs(native - served)) <= TOLERANCE[name]
+    graph = onnx.load_from_string(onnx_bytes)
+    external = [t.name for t in graph.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    assert external == []  # weights live in the one file
+
+
+@pytest.mark.parametrize("name", ["lightgbm", "xgboost"])
+def test_integer_precisions_do_not_apply_to_tree_ensembles(name: str, data: tuple[PipelineSpec, Dataset]) -> None:
+    spec, dataset = data
+    _, onnx_bytes = _fit(name, spec, dataset)
+    result = quantize(spec, dataset, onnx_bytes, fp32_p99_ms=0.01)
+    by_precision = {r.precision: r for r in result.results}
+    assert set(by_precision) == {"fp32", "int8", "int4"}
+    for precision in ("int8", "int4"):
+        assert by_precision[precision].status == "not_applicable"
+        assert "tree-ensemble graph" in by_precision[precision].message
+    assert result.chosen == "fp32"
+
+
+def test_mlp_int8_and_int4_shrink_the_model_within_the_gate(data: tuple[PipelineSpec, Dataset]) -> None:
+    spec, dataset = data
+    _, onnx_bytes = _fit("mlp", spec, dataset)
+    result = quantize(spec, dataset, onnx_bytes, fp32_p99_ms=0.01)
+    by_precision = {r.precision: r for r in result.results}
+    fp32 = by_precision["fp32"]
+    for precision, ceiling in (("int8", 0.45), ("int4", 0.35)):
+        r = by_precision[precision]
+        assert r.status == "accepted", r.message
+        assert r.size_bytes is not None and r.size_bytes <= ceiling * (fp32.size_bytes or 0), (precision, r.size_bytes)
+        assert r.drop is not None and r.drop <= spec.quantize.max_metric_drop
+    assert result.chosen == "int4"  # the smallest accepted file is served
+    assert result.chosen_result.onnx is not None
+
+
+def test_a_quantized_model_over_the_metric_limit_is_rejected_and_fp32_kept(data: tuple[PipelineSpec, Dataset]) -> None:
+    spec, dataset = data
+    _, onnx_bytes = _fit("mlp", spec, dataset)
+    strict = spec.model_copy(update={"quantize": spec.quantize.model_copy(update={"max_metric_drop": -1.0})})
+    result = quantize(strict, dataset, onnx_bytes, fp32_p99_ms=0.01)
+    rejected = [r for r in result.results if r.precision != "fp32"]
+    assert rejected and all(r.status == "rejected" for r in rejected)
+    assert all("quantize.max_metric_drop=-1.0" in r.message for r in rejected)
+    assert result.chosen == "fp32"
+
+
+def test_gemm_rewrite_keeps_the_arithmetic(data: tuple[PipelineSpec, Dataset]) -> None:
+    spec, dataset = data
+    _, onnx_bytes = _fit("mlp", spec, dataset)
+    rewritten = gemm_to_matmul(onnx_bytes)
+    assert "Gemm" not in {n.op_type for n in onnx.load_from_string(rewritten).graph.node}
+    assert np.max(np.abs(predict(onnx_bytes, dataset.test.X) - predict(rewritten, dataset.test.X))) <= 1e-5
+
+
+def test_the_registered_version_records_every_precision(tmp_path: Path, home: Path) -> None:
+    from fabric.lifecycle import run_pipeline
+    from fabric.registry import open_registry
+
+    spec = load_pipeline(
+        write_spec(tmp_path, search={"budget_s": 4, "families": ["mlp"]}, quantize={"precisions": ["fp32", "int8"]})
+    )
+    result = run_pipeline(spec, "dev", open_registry("dev"), home / "dev")
+    version = result.version
+    table = version.metrics["quantize"]
+    assert [p["precision"] for p in table["precisions"]] == ["fp32", "int8"]
+    assert version.lineage.precision == table["chosen"]
+    assert (version.path / "model.onnx").read_bytes() == (version.path / f"model.{table['chosen']}.onnx").read_bytes()
+    card = (version.path / "model_card.md").read_text()
+    assert "## Precisions" in card and "| int8 |" in card
