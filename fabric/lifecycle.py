@@ -142,6 +142,8 @@ def run_pipeline(
         for accepted in quantized.accepted():
             (staged / f"model.{accepted.precision}.onnx").write_bytes(accepted.onnx or b"")
         (staged / "schema.json").write_text(json.dumps(dataset.schema.to_dict(), indent=2))
+        # the version carries its own rollout, serving and drift policy to deploy and monitor
+        (staged / "spec.json").write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
         write_model_card(card, staged)
         (staged / "report.html").write_text(report_module.render(card, search))
         version = registry.register(

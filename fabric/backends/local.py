@@ -24,3 +24,19 @@ class LocalBackend(Backend):
 
     def run(self, spec: PipelineSpec, progress: Any = None, budget_s: float | None = None) -> RunResult:
         return run_pipeline(spec, self.settings.env, self.registry, self.home, progress=progress, budget_s=budget_s)
+
+    def _deployer(self) -> Any:
+        from fabric.backends.local_deploy import LocalDeployer
+        from fabric.serving.endpoints import Endpoints
+
+        return LocalDeployer(self.settings, self.registry, Endpoints(self.home, self.settings.env))
+
+    def deploy(self, address: str, strategy: str | None = None, **options: Any) -> Any:
+        """Start or update the endpoint serving `address` (see fabric.backends.local_deploy)."""
+        return self._deployer().deploy(address, strategy, **options)
+
+    def shadow(self, address: str, **options: Any) -> Any:
+        return self._deployer().deploy(address, "shadow", **options)
+
+    def rollback(self, endpoint: str) -> Any:
+        return self._deployer().rollback(endpoint)

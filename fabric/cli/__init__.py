@@ -16,6 +16,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("fabric.cli.run", "run", "Run a pipeline spec: search -> train -> register."),
     "demo": ("fabric.cli.demo", "demo", "The whole lifecycle end to end on the embedded data."),
     "models": ("fabric.cli.models", "models", "List, inspect and re-alias registered models."),
+    "deploy": ("fabric.cli.deploy", "deploy", "Put a model version live: all-at-once, canary, shadow, blue/green."),
+    "endpoints": ("fabric.cli.endpoints", "endpoints", "List live endpoints, their slots, traffic and health; stop them."),
+    "rollback": ("fabric.cli.endpoints", "rollback", "Put an endpoint's previous champion back live."),
 }
 
 

@@ -1,0 +1,42 @@
+"""`python -m fabric.serving --model-dir DIR --version fraud:3 [--port 8080]`: one worker, uvloop and
+httptools, no access log (a log line per request would cost more than the model).
+
+SageMaker starts its containers with the argument `serve` and mounts the model at /opt/ml/model;
+both are the defaults here, so the same image serves on every backend."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fabric.serving", description=__doc__)
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve"])
+    parser.add_argument("--model-dir", type=Path, default=Path("/opt/ml/model"))
+    parser.add_argument("--version", default="model:0", help="registry address shown in answers and metrics")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--capture-dir", type=Path, default=None, help="write sampled request/prediction JSONL here")
+    parser.add_argument("--capture-rate", type=float, default=1.0)
+    parser.add_argument("--max-body-bytes", type=int, default=1_048_576)
+    args = parser.parse_args(argv)
+
+    import uvicorn
+
+    from fabric.serving.app import ModelServer
+    from fabric.serving.capture import Capture
+    from fabric.serving.model import LoadedModel
+
+    capture = Capture(args.capture_dir, args.capture_rate) if args.capture_dir else None
+    server = ModelServer(capture=capture, max_body_bytes=args.max_body_bytes)
+    try:
+        server.slots["champion"] = LoadedModel.load(args.model_dir, args.version)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: --model-dir={args.model_dir}: {exc}") from None
+    uvicorn.run(server, host=args.host, port=args.port, loop="uvloop", http="httptools", access_log=False,
+                log_level="warning", lifespan="on", workers=1)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Request and prediction capture for drift monitoring: sampled JSONL, one line per scored row,
+one file per UTC hour under `<endpoint>/capture/`.
+
+Line: {"ts", "request_id", "model", "slot", "features": {name: raw value}, "prediction"}.
+Lines are buffered and written in batches (a write per request would cost more than the model).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+FLUSH_LINES = 256
+
+
+class Capture:
+    def __init__(self, folder: Path, rate: float, seed: int | None = None) -> None:
+        self.folder, self.rate = folder, rate
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._random = random.Random(seed)
+        self._lines: list[str] = []
+        self.written = 0
+
+    def offer(self, request_id: str, version: str, slot: str, records: list[dict[str, Any]], scores: list[float]) -> None:
+        if self.rate <= 0 or (self.rate < 1 and self._random.random() >= self.rate):
+            return
+        ts = datetime.now(UTC).isoformat(timespec="milliseconds")
+        for i, (record, score) in enumerate(zip(records, scores, strict=True)):
+            row_id = request_id if len(records) == 1 else f"{request_id}:{i}"
+            self._lines.append(
+                json.dumps({"ts": ts, "request_id": row_id, "model": version, "slot": slot, "features": record,
+                            "prediction": score}, separators=(",", ":"))  # fmt: skip
+            )
+        if len(self._lines) >= FLUSH_LINES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._lines:
+            return
+        name = datetime.now(UTC).strftime("%Y%m%dT%H") + ".jsonl"
+        with open(self.folder / name, "a", encoding="utf-8") as out:
+            out.write("\n".join(self._lines) + "\n")
+        self.written += len(self._lines)
+        self._lines.clear()

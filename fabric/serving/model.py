@@ -1,0 +1,142 @@
+"""A loaded model version: its ONNX Runtime session and the request decoding its schema allows.
+
+Decoding is plain Python over the request's rows (no pandas, no pydantic per request): single-row
+requests are the common case, and their validation must cost microseconds, not the model's time.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fabric.data.schema import UNSEEN, FeatureSchema
+
+
+class BadRequest(Exception):
+    """The client's input is wrong: answered with `status` and a message naming the field."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class LoadedModel:
+    version: str  # registry address, e.g. fraud:3
+    schema: FeatureSchema
+    session: Any
+    path: Path
+
+    @classmethod
+    def load(cls, path: Path, version: str) -> LoadedModel:
+        from fabric.latency import session
+
+        schema_file, model_file = path / "schema.json", path / "model.onnx"
+        for needed in (schema_file, model_file):
+            if not needed.is_file():
+                raise FileNotFoundError(f"{needed} is missing; a model folder holds model.onnx and schema.json")
+        schema = FeatureSchema.from_dict(json.loads(schema_file.read_text()))
+        model = cls(version, schema, session(model_file.read_bytes()), path)
+        model._index = {f.name: {c: i for i, c in enumerate(f.categories)} for f in schema.features if f.kind == "categorical"}
+        model._kinds = [(f.name, f.kind, f.nullable) for f in schema.features]
+        model._names = set(schema.names)
+        model.predict(np.zeros((1, len(schema.features)), dtype=np.float32))  # first run allocates
+        return model
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"input": X})[0].reshape(-1)
+
+    # -- decoding ---------------------------------------------------------------------------
+    def decode(self, body: bytes, content_type: str) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """The request as float32 [N, F] plus the raw records (for capture)."""
+        kind = content_type.split(";", 1)[0].strip().lower()
+        if kind == "application/json":
+            records = self._json_records(body)
+        elif kind == "text/csv":
+            records = self._csv_records(body)
+        else:
+            raise BadRequest(
+                f"Content-Type {content_type or '(none)'} is not supported; send application/json or text/csv", 415
+            )
+        if not records:
+            raise BadRequest("the request has no rows; send at least one record")
+        X = np.empty((len(records), len(self._kinds)), dtype=np.float32)
+        for i, record in enumerate(records):
+            self._encode_row(i, record, X[i])
+        return X, records
+
+    def _json_records(self, body: bytes) -> list[dict[str, Any]]:
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"the body is not valid JSON ({exc})") from None
+        if isinstance(payload, dict) and "rows" in payload:
+            rows = payload["rows"]
+            if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
+                raise BadRequest("rows must be a list of lists in schema order: " + ", ".join(self.schema.names))
+            names = self.schema.names
+            for i, row in enumerate(rows):
+                if len(row) != len(names):
+                    raise BadRequest(f"rows[{i}] has {len(row)} values; the model takes {len(names)}: {', '.join(names)}")
+            return [dict(zip(names, row, strict=True)) for row in rows]
+        records = payload.get("records", payload.get("instances")) if isinstance(payload, dict) else payload
+        if isinstance(records, dict):
+            records = [records]
+        if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+            raise BadRequest('send {"records": [{feature: value, ...}]} or {"rows": [[...]]}')
+        return records
+
+    def _csv_records(self, body: bytes) -> list[dict[str, Any]]:
+        try:
+            reader = csv.DictReader(io.StringIO(body.decode("utf-8")))
+            records = [dict(r) for r in reader]
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise BadRequest(f"the CSV body cannot be read ({exc}); send a header row and UTF-8 text") from None
+        for i, record in enumerate(records):
+            if None in record:
+                raise BadRequest(f"CSV row {i + 1} has more values than the header")
+            for name, kind, _ in self._kinds:
+                value = record.get(name)
+                if kind == "numeric" and value is not None:
+                    record[name] = None if value == "" else _csv_number(name, i, value)
+        return records
+
+    def _encode_row(self, i: int, record: dict[str, Any], out: np.ndarray) -> None:
+        if len(record) != len(self._kinds) or not self._names.issuperset(record):
+            missing = [n for n, _, _ in self._kinds if n not in record]
+            extra = sorted(set(record) - self._names)
+            if missing:
+                raise BadRequest(f"records[{i}] misses feature {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""), 422)
+            raise BadRequest(f"records[{i}] has unknown feature {extra[0]!r}; the model takes: {', '.join(self.schema.names)}", 422)
+        for j, (name, kind, nullable) in enumerate(self._kinds):
+            value = record[name]
+            if value is None:
+                if not nullable:
+                    raise BadRequest(f"records[{i}].{name} is null; this feature needs a value", 422)
+                out[j] = np.nan
+            elif kind == "numeric":
+                if isinstance(value, bool) or not isinstance(value, int | float):
+                    raise BadRequest(f"records[{i}].{name}={value!r} must be a number", 422)
+                if not math.isfinite(value):
+                    if not nullable:
+                        raise BadRequest(f"records[{i}].{name}={value} is not finite; send a number", 422)
+                    value = math.nan
+                out[j] = value
+            else:
+                if not isinstance(value, str | int) or isinstance(value, bool):
+                    raise BadRequest(f"records[{i}].{name}={value!r} must be a string category", 422)
+                out[j] = self._index[name].get(str(value), UNSEEN)
+
+
+def _csv_number(name: str, row: int, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise BadRequest(f"CSV row {row + 1}: {name}={text!r} must be a number", 422) from None

@@ -1,0 +1,217 @@
+"""The model server and local deployments, against real server processes on loopback ports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fabric.backends.local_deploy import LocalDeployer
+from fabric.registry import ModelVersion, Registry
+from fabric.serving.endpoints import Endpoints
+from fabric.spec import RolloutSpec, load_pipeline, load_stack
+from tests.conftest import fabric_cli, write_spec
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ModelVersion, ModelVersion]]:
+    """One tiny trained model registered twice (fraud:1 and fraud:2) in a module-wide FABRIC_HOME."""
+    from fabric.lifecycle import run_pipeline
+
+    folder = tmp_path_factory.mktemp("serving")
+    home = folder / "home"
+    spec = load_pipeline(write_spec(folder, search={"budget_s": 3, "families": ["lightgbm"]}, serving={"capture_rate": 1.0}))
+    registry = Registry(home / "dev" / "registry")
+    first = run_pipeline(spec, "dev", registry, home / "dev").version
+    with registry.stage() as staged:
+        for f in first.path.iterdir():
+            shutil.copy(f, staged / f.name)
+        second = registry.register("fraud", staged, replace(first.lineage, parent=first.address), first.metrics, first.latency)
+    yield home, first, second
+
+
+@pytest.fixture()
+def deployer(trained: tuple[Path, ModelVersion, ModelVersion], monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalDeployer]:
+    home = trained[0]
+    monkeypatch.setenv("FABRIC_HOME", str(home))
+    endpoints = Endpoints(home / "dev", "dev")
+    yield LocalDeployer(load_stack("dev"), Registry(home / "dev" / "registry"), endpoints)
+    for name in endpoints.names():
+        endpoints.stop(name)
+
+
+def _record(version: ModelVersion) -> dict:
+    schema = json.loads((version.path / "schema.json").read_text())
+    record = {}
+    for f in schema["features"]:
+        record[f["name"]] = f["categories"][0] if f["kind"] == "categorical" else 1.5
+    return record
+
+
+def test_the_contract_ping_invocations_metrics_and_capture(deployer: LocalDeployer, trained) -> None:
+    _, v1, _ = trained
+    result = deployer.deploy(v1.address, "all_at_once")
+    assert result.outcome == "live"
+    url = result.url
+    assert httpx.get(f"{url}/ping").json() == {"status": "healthy", "model": v1.address}
+    record = _record(v1)
+    one = httpx.post(f"{url}/invocations", json={"records": [record, record]}, headers={"X-Request-Id": "req-1"})
+    assert one.status_code == 200 and one.headers["x-request-id"] == "req-1"
+    body = one.json()
+    assert body["model"] == v1.address and len(body["predictions"]) == 2 and 0 <= body["predictions"][0] <= 1
+    rows = httpx.post(f"{url}/invocations", json={"rows": [list(record.values())]}).json()
+    assert rows["predictions"] == body["predictions"][:1]
+    csv_body = ",".join(record) + "\n" + ",".join(str(v) for v in record.values()) + "\n"
+    as_csv = httpx.post(f"{url}/invocations", content=csv_body, headers={"content-type": "text/csv"}).json()
+    assert as_csv["predictions"] == pytest.approx(body["predictions"][:1], abs=1e-6)
+
+    metrics = httpx.get(f"{url}/metrics").text
+    assert f'fabric_requests_total{{version="{v1.address}",slot="champion"}} 3' in metrics
+    assert f'fabric_request_duration_ms_count{{version="{v1.address}",slot="champion"}} 3' in metrics
+    deadline = time.monotonic() + 5
+    capture = deployer.endpoints.capture_dir("fraud")
+    lines: list[dict] = []
+    while time.monotonic() < deadline and len(lines) < 4:  # the server flushes every second
+        lines = [json.loads(x) for f in capture.glob("*.jsonl") for x in f.read_text().splitlines()]
+        time.sleep(0.2)
+    assert len(lines) == 4
+    assert {x["request_id"] for x in lines[:2]} == {"req-1:0", "req-1:1"}
+    assert lines[0]["features"] == record and lines[0]["model"] == v1.address and lines[0]["slot"] == "champion"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "status", "fragment"),
+    [
+        (b"{not json", "application/json", 400, "not valid JSON"),
+        (b"a,b\n1,2\n", "text/plain", 415, "Content-Type text/plain is not supported"),
+        (json.dumps({"records": []}).encode(), "application/json", 400, "no rows"),
+        ("MISSING", "application/json", 422, "misses feature 'amount'"),
+        ("EXTRA", "application/json", 422, "unknown feature 'colour'"),
+        ("WRONG_TYPE", "application/json", 422, "records[0].amount='ten' must be a number"),
+        ("NAN", "application/json", 422, "records[0].amount=nan is not finite"),
+        ("NULL", "application/json", 422, "records[0].amount is null"),
+        (b"x" * 2_000_000, "application/json", 413, "serving.max_body_bytes=1048576"),
+        (json.dumps({"rows": [[1, 2]]}).encode(), "application/json", 400, "rows[0] has 2 values"),
+    ],
+)
+def test_bad_input_is_a_4xx_naming_the_field(deployer: LocalDeployer, trained, body, content_type, status, fragment) -> None:
+    _, v1, _ = trained
+    url = deployer.deploy(v1.address, "all_at_once").url
+    record = _record(v1)
+    cases = {
+        "MISSING": {k: v for k, v in record.items() if k != "amount"},
+        "EXTRA": {**record, "colour": "red"},
+        "WRONG_TYPE": {**record, "amount": "ten"},
+        "NAN": {**record, "amount": float("nan")},
+        "NULL": {**record, "amount": None},
+    }
+    if isinstance(body, str):
+        body = json.dumps({"records": [cases[body]]}).encode()
+    response = httpx.post(f"{url}/invocations", content=body, headers={"content-type": content_type})
+    assert response.status_code == status, response.text
+    assert fragment in response.json()["error"]
+    assert httpx.get(f"{url}/ping").status_code == 200  # still alive
+
+
+def _load(url: str, record: dict, stop: threading.Event, outcomes: list[int], versions: set[str]) -> None:
+    with httpx.Client() as client:
+        while not stop.is_set():
+            try:
+                response = client.post(f"{url}/invocations", json={"records": [record]}, timeout=10)
+                outcomes.append(response.status_code)
+                if response.status_code == 200:
+                    versions.add(response.json()["model"])
+            except httpx.HTTPError:
+                outcomes.append(-1)
+
+
+def test_hot_swaps_under_load_lose_no_request(deployer: LocalDeployer, trained) -> None:
+    _, v1, v2 = trained
+    url = deployer.deploy(v1.address, "all_at_once").url
+    stop, outcomes, versions = threading.Event(), [], set()
+    workers = [threading.Thread(target=_load, args=(url, _record(v1), stop, outcomes, versions)) for _ in range(4)]
+    for w in workers:
+        w.start()
+    try:
+        for i in range(10):
+            deployer.deploy((v2 if i % 2 == 0 else v1).address, "all_at_once")
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+    assert len(outcomes) > 100
+    assert set(outcomes) == {200}, {code: outcomes.count(code) for code in set(outcomes)}
+    assert versions == {v1.address, v2.address}
+
+
+def test_canary_rolls_back_on_p99_and_promotes_within_limits(deployer: LocalDeployer, trained) -> None:
+    _, v1, v2 = trained
+    url = deployer.deploy(v1.address, "all_at_once").url
+    stop, outcomes, versions = threading.Event(), [], set()
+    worker = threading.Thread(target=_load, args=(url, _record(v1), stop, outcomes, versions))
+    worker.start()
+    try:
+        strict = RolloutSpec(strategy="canary", steps=[20, 100], max_p99_ms=0.000001, step_requests=30)
+        bad = deployer.deploy(v2.address, "canary", rollout=strict, step_timeout_s=30)
+        assert bad.outcome == "rolled_back"
+        assert "canary p99" in bad.reason and "rollout.max_p99_ms" in bad.reason
+        assert httpx.get(f"{url}/admin/state").json()["slots"]["canary"] is None
+        assert deployer.registry.get("fraud@champion").address == v1.address
+
+        fine = RolloutSpec(strategy="canary", steps=[20, 50, 100], max_p99_ms=1000, step_requests=30)
+        good = deployer.deploy(v2.address, "canary", rollout=fine, step_timeout_s=30)
+        assert good.outcome == "live", good.reason
+        assert [s["percent"] for s in good.steps] == [20, 50, 100]
+        assert httpx.get(f"{url}/ping").json()["model"] == v2.address
+        assert deployer.registry.get("fraud@champion").address == v2.address
+    finally:
+        stop.set()
+        worker.join()
+    assert set(outcomes) == {200}
+
+
+def test_shadow_compares_and_blue_green_switches_back_on_rollback(deployer: LocalDeployer, trained) -> None:
+    _, v1, v2 = trained
+    url = deployer.deploy(v1.address, "all_at_once").url
+    assert deployer.deploy(v2.address, "shadow").outcome == "shadowing"
+    for _ in range(20):
+        assert httpx.post(f"{url}/invocations", json={"records": [_record(v1)]}).json()["model"] == v1.address
+    shadow = httpx.get(f"{url}/admin/state").json()["shadow"]
+    assert shadow["compared_rows"] == 20 and shadow["max_abs_diff"] == 0.0  # same weights in both versions
+
+    switched = deployer.deploy(v2.address, "blue_green")
+    assert switched.outcome == "live" and httpx.get(f"{url}/ping").json()["model"] == v2.address
+    back = deployer.rollback("fraud")
+    assert back.version == v1.address and httpx.get(f"{url}/ping").json()["model"] == v1.address
+    assert deployer.registry.get("fraud@champion").address == v1.address
+
+
+def test_cli_deploy_status_rollback_and_errors(trained, monkeypatch: pytest.MonkeyPatch) -> None:
+    home, v1, v2 = trained
+    env = {"FABRIC_HOME": str(home)}
+    try:
+        first = fabric_cli("deploy", v1.address, "--stack", "dev", "--strategy", "all_at_once", "--json", env=env)
+        assert first.returncode == 0, first.stderr
+        assert json.loads(first.stdout)["outcome"] == "live"
+        second = fabric_cli("deploy", v2.address, "--stack", "dev", "--strategy", "blue_green", env=env)
+        assert second.returncode == 0 and f"fraud: {v2.address} live via blue_green" in second.stdout
+        listed = json.loads(fabric_cli("endpoints", "list", "--stack", "dev", "--json", env=env).stdout)
+        assert [(e["endpoint"], e["champion"], e["healthy"]) for e in listed] == [("fraud", v2.address, True)]
+        status = fabric_cli("endpoints", "status", "fraud", "--stack", "dev", env=env)
+        assert status.returncode == 0 and "healthy, champion " + v2.address in status.stdout
+        back = fabric_cli("rollback", "fraud", "--stack", "dev", env=env)
+        assert back.returncode == 0 and f"{v1.address} live again (was {v2.address})" in back.stdout
+        missing = fabric_cli("deploy", "fraud:99", "--stack", "dev", env=env)
+        assert missing.returncode == 2 and missing.stderr.startswith("error: ")
+        unknown = fabric_cli("endpoints", "status", "nope", "--stack", "dev", env=env)
+        assert unknown.returncode == 2 and "endpoint 'nope' does not exist" in unknown.stderr
+    finally:
+        fabric_cli("endpoints", "stop", "fraud", "--stack", "dev", env=env)
