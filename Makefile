@@ -30,6 +30,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/pip install -q --no-deps islp==0.6.0 plotnine==0.15.9
 	$(BIN)/python benchmarks/search.py
+	$(BIN)/python benchmarks/quantize.py
+	$(BIN)/python benchmarks/serve.py    # closed-loop numbers need wrk (apt-get install wrk)
 
 lock:
 	./scripts/lock.sh
