@@ -235,6 +235,30 @@ class ApprovalSettings(_Camel):
     approvers: list[str] = Field(default_factory=list)
 
 
+class NetworkSettings(_Camel):
+    """The VPC the platform team already runs: the cluster, node pools and database go in its subnets."""
+
+    vpc_id: str = Field(pattern=r"^vpc-[0-9a-z]+$")
+    subnet_ids: list[str] = Field(min_length=2, description="private subnets in at least two zones")
+
+
+FeatureType = Literal["Integral", "Fractional", "String"]
+
+
+class FeatureTableSettings(_Camel):
+    record_id: str
+    event_time: str
+    features: dict[str, FeatureType] = Field(min_length=1)
+    online: bool = True
+
+    @model_validator(mode="after")
+    def _keys_declared(self) -> FeatureTableSettings:
+        for key in (self.record_id, self.event_time):
+            if key not in self.features:
+                raise ValueError(f"{key!r} must be one of the features {sorted(self.features)}; declare its type")
+        return self
+
+
 class StackSettings(_Camel):
     """One environment. Keys are the `fabric:` config keys without the prefix (camelCase in YAML)."""
 
@@ -252,6 +276,10 @@ class StackSettings(_Camel):
     tags: dict[str, str] = Field(default_factory=dict)
     promote_from: str | None = Field(None, description="the stack whose registry this one promotes from")
     kubernetes_version: str = "1.31"
+    network: NetworkSettings | None = None
+    feature_tables: dict[str, FeatureTableSettings] = Field(default_factory=dict)
+    image_tag: str = Field("0.1.0", description="tag of the serving image in the stack's ECR repository")
+    drift_alarm_sigma: float = Field(2.3, gt=0)
 
     @model_validator(mode="after")
     def _coherent(self) -> StackSettings:
@@ -260,6 +288,8 @@ class StackSettings(_Camel):
                 f"backend={self.backend} runs on what the stack provisions (platform={self.platform}); "
                 f"set fabric:platform: {self.backend} or fabric:backend: local"
             )
+        if self.platform == "kubernetes" and self.network is None:
+            raise ValueError("platform=kubernetes needs fabric:network {vpcId, subnetIds} for the cluster; add it")
         names = [p.name for p in [*self.gpu_pools, *self.cpu_pools]]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

@@ -1,0 +1,118 @@
+"""Run the Pulumi program of a stack under Pulumi's mocks (no CLI, no cloud, no credentials) and
+record every resource it declares: what `pulumi preview` would show, as data for people and for the
+pull-request policy check.
+
+The mocks are installed before the program runs (the program is executed with runpy afterwards),
+never in preview mode (outputs stay unknown there and checks on them would pass vacuously). Each
+mock id is `<logical name>-id`, so a resource referring to another (a bucket's encryption
+configuration naming its bucket) carries that id in its inputs.
+"""
+
+from __future__ import annotations
+
+import runpy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fabric.spec import StackSettings, load_stack, project_root
+
+
+@dataclass(frozen=True)
+class PlannedResource:
+    type: str
+    name: str
+    id: str
+    inputs: dict[str, Any]
+    parent: str | None  # logical name of the parent component, None at the stack's top level
+
+
+@dataclass
+class Plan:
+    stack: str
+    settings: StackSettings
+    resources: list[PlannedResource] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def of_type(self, type_token: str) -> list[PlannedResource]:
+        return [r for r in self.resources if r.type == type_token]
+
+    def by_id(self) -> dict[str, PlannedResource]:
+        return {r.id: r for r in self.resources}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stack": self.stack, "resources": [asdict(r) for r in self.resources], "outputs": self.outputs}
+
+
+def _outputs_for(type_token: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """What a provider would add to the inputs, where the program reads it."""
+    arn = f"arn:aws:mock:::{name}"
+    extra: dict[str, Any] = {"arn": arn}
+    if type_token == "aws:ecr/repository:Repository":
+        extra["repositoryUrl"] = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{inputs.get('name', name)}"
+    if type_token == "aws:s3/bucket:Bucket":
+        extra["bucket"] = inputs.get("bucket", name)
+    if type_token == "aws:eks/cluster:Cluster":
+        extra.update(endpoint=f"https://{name}.eks.mock", certificateAuthority={"data": "bW9jaw=="})
+    if type_token == "aws:rds/instance:Instance":
+        extra["address"] = f"{name}.rds.mock"
+    if type_token == "pulumi:pulumi:StackReference":
+        extra["outputs"] = {"artifact_bucket": f"{inputs.get('name', name)}-artifacts"}
+    return {**extra, **inputs}
+
+
+def plan_stack(env: str, root: Path | None = None) -> Plan:
+    """Validate the stack's settings, then run infra/__main__.py under mocks and record it."""
+    import pulumi
+    from pulumi.runtime import mocks, settings as runtime_settings
+    from pulumi.runtime.stack import wait_for_rpcs
+    from pulumi.runtime.sync_await import _sync_await
+
+    root = root or project_root()
+    stack_settings = load_stack(env, root)  # bad config stops here, before any resource
+    plan = Plan(env, stack_settings)
+    names_by_urn: dict[str, str] = {}
+
+    class Recorder(pulumi.runtime.Mocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+            return f"{args.name}-id", _outputs_for(args.typ, args.name, args.inputs)
+
+        def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+            return {}, None
+
+    class Monitor(mocks.MockMonitor):
+        def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - the gRPC method name
+            response = super().RegisterResource(request)
+            if request.type != "pulumi:pulumi:Stack":
+                names_by_urn[response.urn] = request.name
+                parent = names_by_urn.get(request.parent) if request.parent else None
+                inputs = pulumi.runtime.rpc.deserialize_properties(request.object)
+                plan.resources.append(PlannedResource(request.type, request.name, f"{request.name}-id",
+                                                      _plain(inputs), parent))  # fmt: skip
+            return response
+
+        def ReadResource(self, request: Any) -> Any:  # noqa: N802 - reads (StackReference) are planned too
+            response = super().ReadResource(request)
+            inputs = pulumi.runtime.rpc.deserialize_properties(request.properties)
+            plan.resources.append(PlannedResource(request.type, request.name, request.id, _plain(inputs), None))
+            return response
+
+    recorder = Recorder()
+    runtime_settings.set_root_resource(None)  # type: ignore[arg-type] - a fresh root stack per plan
+    mocks.set_mocks(recorder, project="fabric", stack=env, preview=False, monitor=Monitor(recorder), organization="organization")
+    program = runpy.run_path(str(root / "infra" / "__main__.py"), run_name="__pulumi__")
+    outputs = program["outputs"]
+    plan.outputs = _plain(_sync_await(pulumi.Output.from_input(outputs).future()) or {})
+    _sync_await(wait_for_rpcs())
+    return plan
+
+
+def _plain(value: Any) -> Any:
+    """Inputs as JSON-able data (drop Pulumi's secret/unknown wrappers)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items() if not str(k).startswith("__")}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,149 @@
+"""The Pulumi program run whole under Pulumi's mocks, one stack at a time. Every test counts the
+recorded resources first, so none can pass on an empty plan."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fabric.errors import SpecError
+from fabric.plan import Plan, plan_stack
+from tests.conftest import ROOT, fabric_cli
+
+BUCKET = "aws:s3/bucket:Bucket"
+NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
+EXPECTED_COUNTS = {"dev": 31, "staging": 26, "prod": 26, "onprem": 40}
+
+
+@pytest.fixture(scope="module")
+def plans() -> dict[str, Plan]:
+    return {env: plan_stack(env, ROOT) for env in EXPECTED_COUNTS}
+
+
+def test_every_stack_declares_its_resources(plans: dict[str, Plan]) -> None:
+    assert {env: len(p.resources) for env, p in plans.items()} == EXPECTED_COUNTS
+
+
+def test_dev_has_a_gpu_pool_that_scales_to_zero_and_prod_two_endpoint_instances(plans: dict[str, Plan]) -> None:
+    dev_gpu = [r for r in plans["dev"].of_type(NODE_GROUP) if r.inputs["amiType"].endswith("NVIDIA")]
+    assert len(dev_gpu) == 1
+    assert dev_gpu[0].inputs["scalingConfig"]["minSize"] == 0 and dev_gpu[0].inputs["scalingConfig"]["maxSize"] <= 1
+    configs = plans["prod"].of_type("aws:sagemaker/endpointConfiguration:EndpointConfiguration")
+    assert len(configs) == 1
+    assert configs[0].inputs["productionVariants"][0]["initialInstanceCount"] >= 2
+    targets = plans["prod"].of_type("aws:appautoscaling/target:Target")
+    assert len(targets) == 1 and targets[0].inputs["minCapacity"] >= 2
+
+
+def test_every_bucket_is_encrypted_versioned_and_private(plans: dict[str, Plan]) -> None:
+    for env, plan in plans.items():
+        buckets = plan.of_type(BUCKET)
+        assert len(buckets) == 1, env
+        by_bucket = {}
+        for kind in ("bucketServerSideEncryptionConfiguration", "bucketVersioning", "bucketPublicAccessBlock"):
+            token = f"aws:s3/{kind}:{kind[0].upper()}{kind[1:]}"
+            by_bucket[kind] = {r.inputs["bucket"]: r for r in plan.of_type(token)}
+        for bucket in buckets:
+            encryption = by_bucket["bucketServerSideEncryptionConfiguration"][bucket.id]
+            assert encryption.inputs["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] == "aws:kms"
+            assert by_bucket["bucketVersioning"][bucket.id].inputs["versioningConfiguration"]["status"] == "Enabled"
+            private = by_bucket["bucketPublicAccessBlock"][bucket.id].inputs
+            assert all(private[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"))
+
+
+def test_gpu_pools_are_tainted_and_labelled_cpu_pools_are_not(plans: dict[str, Plan]) -> None:
+    groups = plans["onprem"].of_type(NODE_GROUP)
+    assert len(groups) == 3
+    for group in groups:
+        gpu = group.inputs["amiType"].endswith("NVIDIA")
+        taints = group.inputs.get("taints", [])
+        assert (taints == [{"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}]) == gpu
+        assert group.inputs["labels"]["fabric.io/accelerator"] == ("nvidia" if gpu else "none")
+
+
+def test_the_endpoint_serves_the_pinned_model_version(plans: dict[str, Plan]) -> None:
+    models = plans["staging"].of_type("aws:sagemaker/model:Model")
+    assert len(models) == 1
+    container = models[0].inputs["primaryContainer"]
+    assert container["modelDataUrl"] == "s3://fabric-staging-artifacts/models/fraud/1/model.tar.gz"
+    assert container["environment"]["FABRIC_MODEL"] == "fraud:1"
+    assert plans["staging"].outputs["pinned_models"] == {"fraud": "fraud:1"}
+    capture = plans["staging"].of_type("aws:sagemaker/endpointConfiguration:EndpointConfiguration")[0].inputs["dataCaptureConfig"]
+    assert capture["enableCapture"] is True and capture["initialSamplingPercentage"] == 50
+
+
+def test_a_kubernetes_stack_declares_deployment_service_hpa_and_pdb(plans: dict[str, Plan]) -> None:
+    plan = plans["onprem"]
+    kinds = {r.type for r in plan.resources if r.type.startswith("kubernetes:")}
+    assert {"kubernetes:apps/v1:Deployment", "kubernetes:core/v1:Service",
+            "kubernetes:autoscaling/v2:HorizontalPodAutoscaler", "kubernetes:policy/v1:PodDisruptionBudget"} <= kinds  # fmt: skip
+    deployment = plan.of_type("kubernetes:apps/v1:Deployment")[0].inputs["spec"]
+    assert deployment["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    server = deployment["template"]["spec"]["containers"][0]
+    assert server["readinessProbe"]["httpGet"]["path"] == "/ping"
+    assert server["args"][server["args"].index("--version") + 1] == "fraud:1"
+    rds = plan.of_type("aws:rds/instance:Instance")
+    assert len(rds) == 1 and rds[0].inputs["storageEncrypted"] is True and rds[0].inputs["publiclyAccessible"] is False
+
+
+def test_every_taggable_aws_resource_carries_owner_and_cost_center(plans: dict[str, Plan]) -> None:
+    tagged = [r for r in plans["prod"].resources if r.type.startswith("aws:") and "tags" in r.inputs]
+    assert len(tagged) >= 12
+    for r in tagged:
+        assert {"owner", "cost-center"} <= set(r.inputs["tags"]), r.name
+
+
+def test_prod_reads_staging_through_a_stack_reference(plans: dict[str, Plan]) -> None:
+    references = plans["prod"].of_type("pulumi:pulumi:StackReference")
+    assert [r.name for r in references] == ["organization/fabric/staging"]
+
+
+def _project(tmp_path: Path, env: str, edit: dict) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(ROOT / "Pulumi.yaml", root)
+    shutil.copytree(ROOT / "infra", root / "infra")
+    (root / "stacks").mkdir()
+    config = yaml.safe_load((ROOT / "stacks" / f"Pulumi.{env}.yaml").read_text())["config"]
+    for key, value in edit.items():
+        if value is None:
+            config.pop(key)
+        else:
+            config[key] = value
+    (root / "stacks" / f"Pulumi.{env}.yaml").write_text(yaml.safe_dump({"config": config}))
+    return root
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"fabric:gpuPools": [{"name": "train", "instanceTypes": ["g5.xlarge"], "min": 4, "max": 2}]},
+         "fabric:gpuPools[0]: max=2 must be >= min (4)"),
+        ({"fabric:endpoints": {"fraud": {"instanceType": "c6i.large", "minInstances": 1, "maxInstances": 2}}},
+         "fabric:endpoints.fraud.latencyBudgetMs is required"),
+        ({"fabric:backend": "openshift"}, "fabric:backend='openshift'"),
+        ({"fabric:network": None}, "platform=kubernetes needs fabric:network"),
+    ],
+)  # fmt: skip
+def test_invalid_config_fails_before_any_resource_naming_the_key(tmp_path: Path, edit: dict, message: str) -> None:
+    root = _project(tmp_path, "dev", edit)
+    with pytest.raises(SpecError) as error:
+        plan_stack("dev", root)
+    assert message in str(error.value)
+    assert "stacks/Pulumi.dev.yaml" in str(error.value)
+
+
+def test_cli_plan_prints_json_for_machines_and_a_table_for_people(tmp_path: Path) -> None:
+    as_json = fabric_cli("infra", "plan", "--stack", "prod", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    payload = json.loads(as_json.stdout)
+    assert len(payload["resources"]) == EXPECTED_COUNTS["prod"]
+    table = fabric_cli("infra", "plan", "--stack", "prod")
+    assert table.returncode == 0 and "stack prod: 26 resources" in table.stdout
+    root = _project(tmp_path, "dev", {"fabric:backend": "openshift"})
+    bad = fabric_cli("infra", "plan", "--stack", "dev", env={"FABRIC_PROJECT_ROOT": str(root)})
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "fabric:backend='openshift'" in bad.stderr
