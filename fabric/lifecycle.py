@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fabric.data.dataset import Dataset, prepare
-from fabric.latency import measure
+from fabric.latency import measure, predict
+from fabric.monitor.profile import build_profile
 from fabric.quantize import quantize
 from fabric.registry import Lineage, ModelVersion, Registry, code_version
 from fabric.search import SearchOptions, SearchResult, TrialSummary, run_search
@@ -142,6 +143,8 @@ def run_pipeline(
         for accepted in quantized.accepted():
             (staged / f"model.{accepted.precision}.onnx").write_bytes(accepted.onnx or b"")
         (staged / "schema.json").write_text(json.dumps(dataset.schema.to_dict(), indent=2))
+        served_scores = predict(served.onnx or trained.onnx, dataset.test.X)
+        build_profile(dataset.schema, dataset.test.frame, served_scores).save(staged / "profile.json")
         # the version carries its own rollout, serving and drift policy to deploy and monitor
         (staged / "spec.json").write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
         write_model_card(card, staged)

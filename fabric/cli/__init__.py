@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "deploy": ("fabric.cli.deploy", "deploy", "Put a model version live: all-at-once, canary, shadow, blue/green."),
     "endpoints": ("fabric.cli.endpoints", "endpoints", "List live endpoints, their slots, traffic and health; stop them."),
     "rollback": ("fabric.cli.endpoints", "rollback", "Put an endpoint's previous champion back live."),
+    "monitor": ("fabric.cli.monitor", "monitor", "Watch live endpoints for drift; retrain and promote on alarm."),
+    "labels": ("fabric.cli.monitor", "labels", "Add ground-truth labels for served predictions (joined by request id)."),
     "infra": ("fabric.cli.infra", "infra", "Plan a stack's Pulumi program without credentials (under mocks)."),
 }
 

@@ -36,7 +36,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 def generate_fraud(rows: int = 100_000, seed: int = 0, drift: float = 0.0, start: str = "2026-01-01") -> pd.DataFrame:
     """`rows` transactions over 90 days. `drift` in [0, 1+] moves amounts up, shifts the channel mix
-    toward web, ages cards down and strengthens a new fraud pattern (gift cards bought on the web)."""
+    toward web, ages cards down and adds a new fraud pattern (resellable goods bought on the web)."""
     if rows <= 0:
         raise ValueError(f"rows={rows} must be > 0")
     rng = np.random.default_rng(seed)
@@ -72,7 +72,8 @@ def generate_fraud(rows: int = 100_000, seed: int = 0, drift: float = 0.0, start
         + 0.25 * np.maximum(txn_count - 3, 0)
         - 0.4 * np.log1p(card_age / 365)
         + 1.2 * night * (channel == 1) * (amount_ratio > 2)  # interaction: night web spikes
-        + 2.0 * min(drift, 1.5) * (merchant == 10) * (channel == 1)  # the new pattern under drift
+        # the new attack under drift: resellable goods (gift cards, electronics, gaming) bought on the web
+        + 3.5 * min(drift, 1.5) * np.isin(merchant, (4, 6, 10)) * (channel == 1)
     )
     is_fraud = (rng.uniform(size=n) < _sigmoid(logit)).astype(int)
 

@@ -218,6 +218,9 @@ class ModelServer:
             self.slots[slot] = None
             if slot == "canary":
                 self.canary_percent = 0
+        elif action == "flush":  # the monitor reads capture files: write what is buffered first
+            if self.capture:
+                self.capture.flush()
         elif action == "switch":  # blue/green: standby and champion trade places
             if self.slots["standby"] is None:
                 raise BadRequest("no standby model to switch to", 409)

@@ -1,0 +1,226 @@
+"""One pass of the drift loop for a live local endpoint:
+
+read new capture -> score complete windows -> on an alarm (persistent, corrected, large enough)
+retrain on reference + fresh labelled traffic -> compare challenger and champion on the same recent
+labelled rows they did not train on -> promote only a challenger that wins by `drift.promote_margin`
+within the latency budget, through a zero-downtime swap. Every step is a registry event on the
+versions involved (evidence, retrain, comparison, decision and why).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fabric.errors import FabricError
+from fabric.monitor.detect import PersistenceTracker, WindowVerdict, score_window
+from fabric.monitor.profile import PREDICTION, Profile
+from fabric.monitor.traffic import read_capture, read_labels
+from fabric.registry import ModelVersion, Registry, now
+from fabric.spec import PipelineSpec
+
+REFERENCE_ROWS = 30_000  # the most recent reference rows the challenger trains on beside fresh ones
+TRAIN_SHARE = 0.6  # of the fresh labelled rows, in time order; the rest judge the two models
+MIN_EVAL_ROWS = 200
+
+
+@dataclass
+class MonitorReport:
+    endpoint: str
+    model: str
+    windows: list[dict[str, Any]] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
+    pending_rows: int = 0
+    alarm: dict[str, Any] | None = None
+    retrain: dict[str, Any] | None = None
+    comparison: dict[str, Any] | None = None
+    decision: str = "none"  # none | promoted | kept | cannot_evaluate | retrain_disabled
+    reason: str = ""
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class DriftLoop:
+    def __init__(self, backend: Any, endpoint: str) -> None:
+        from fabric.serving.endpoints import Endpoints
+
+        self.backend = backend
+        self.registry: Registry = backend.registry
+        self.home: Path = backend.home
+        self.endpoints = Endpoints(self.home, backend.settings.env)
+        self.endpoint = endpoint
+        self.state_path = self.home / "monitor" / f"{endpoint}.json"
+
+    # -- state ----------------------------------------------------------------------------------
+    def _load_state(self, model: str) -> dict[str, Any]:
+        state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+        if state.get("model") != model:  # a new champion: its own reference, streaks and buffer
+            history = state.get("history", [])
+            state = {"model": model, "position": state.get("position", {}), "streaks": {}, "pending": [], "history": history}
+        return state
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, default=str))
+        os.replace(tmp, self.state_path)
+
+    # -- one pass -------------------------------------------------------------------------------
+    def run_once(self, labels_wait_s: float = 0.0) -> MonitorReport:
+        clock = time.monotonic()
+        live = self.endpoints.get(self.endpoint)
+        if live.champion is None:
+            raise FabricError(f"endpoint {self.endpoint} serves no model; deploy one first")
+        if self.endpoints.alive(live):
+            self.endpoints.admin(live, "flush")
+        champion = self.registry.get(live.champion)
+        spec = PipelineSpec.model_validate(json.loads((champion.path / "spec.json").read_text()))
+        profile = Profile.load(champion.path / "profile.json")
+        features = list(json.loads((champion.path / "schema.json").read_text())["features"])
+        names = [f["name"] for f in features]
+        report = MonitorReport(self.endpoint, champion.address)
+        state = self._load_state(champion.address)
+        batch = read_capture(self.endpoints.capture_dir(self.endpoint), names, state["position"])
+        state["position"] = batch.position
+        report.skipped = {"corrupt": batch.corrupt, "missing_columns": batch.missing_columns, "other_slots": batch.other_slots}
+        rows = state["pending"] + [r for r in batch.rows if r.get("model") == champion.address]
+        tracker = PersistenceTracker(spec.drift.persistence, state["streaks"])
+        size = spec.drift.window_rows
+        recent: list[dict[str, Any]] = state.get("recent", [])
+        alarm_verdict: WindowVerdict | None = None
+        while len(rows) >= size:
+            window, rows = rows[:size], rows[size:]
+            columns = {n: np.array([r[n] if r[n] is not None else np.nan for r in window], dtype=object) for n in names}
+            for f in features:
+                if f["kind"] == "numeric":
+                    columns[f["name"]] = columns[f["name"]].astype(np.float64)
+            columns[PREDICTION] = np.array([r["prediction"] for r in window], dtype=np.float64)
+            verdict = tracker.update(score_window(profile, columns, spec.drift.threshold_sigma, spec.drift.min_effect))
+            entry = {"at": now(), "model": champion.address, "rows": size, "verdict": verdict.verdict,
+                     "max_sigma": round(verdict.max_sigma, 3),
+                     "sigmas": {s.column: s.corrected_sigma for s in verdict.scores}, "alarmed": verdict.alarmed}  # fmt: skip
+            report.windows.append(entry)
+            state["history"].append(entry)
+            recent = (recent + window)[-size * max(spec.drift.persistence + 8, 10) :]
+            if verdict.verdict == "alarm":
+                alarm_verdict = verdict
+                break
+        if len(rows) and not report.windows and len(rows) < size:
+            report.reason = f"{len(rows)} rows captured, below drift.window_rows={size}: no verdict yet"
+        if alarm_verdict is not None:  # traffic after the alarm window is fresh evidence too
+            recent = (recent + rows)[-size * max(spec.drift.persistence + 8, 10) :]
+        state["pending"], state["streaks"], state["recent"] = rows, tracker.streaks, recent
+        report.pending_rows = len(rows)
+        report.timings_s["detect"] = time.monotonic() - clock
+        self._save_state(state)
+        if alarm_verdict is None:
+            return report
+
+        report.alarm = {"columns": alarm_verdict.alarmed, "scores": [s.__dict__ for s in alarm_verdict.scores[:8]]}
+        self.registry.add_event(champion.address, "drift_alarm", {"endpoint": self.endpoint, **report.alarm})
+        if not spec.drift.retrain:
+            report.decision, report.reason = "retrain_disabled", "drift.retrain is false: alarm recorded, nothing retrained"
+            return report
+        deadline = time.monotonic() + labels_wait_s
+        while True:
+            labels, _ = read_labels(self.home / "labels" / champion.name)
+            labelled = [r for r in recent if str(r.get("request_id")) in labels]
+            if len(labelled) >= 2 * MIN_EVAL_ROWS or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+        self._retrain_and_decide(report, spec, champion, labelled, labels)
+        report.timings_s["total"] = time.monotonic() - clock
+        # the next pass starts from the new champion's own reference
+        state = self._load_state(report.retrain["challenger"] if report.decision == "promoted" and report.retrain else champion.address)
+        self._save_state(state)
+        return report
+
+    def _retrain_and_decide(
+        self, report: MonitorReport, spec: PipelineSpec, champion: ModelVersion, labelled: list[dict[str, Any]], labels: dict[str, Any]
+    ) -> None:
+        from fabric.data.dataset import prepare
+        from fabric.data.sources import load_frame
+        from fabric.lifecycle import run_pipeline
+
+        eval_rows = labelled[int(len(labelled) * TRAIN_SHARE) :]
+        train_rows = labelled[: int(len(labelled) * TRAIN_SHARE)]
+        target = spec.data.target
+        eval_frame = _frame(eval_rows, labels, target)
+        if len(eval_frame) < MIN_EVAL_ROWS or (spec.task == "binary" and eval_frame[target].nunique() < 2):
+            report.decision = "cannot_evaluate"
+            report.reason = (f"cannot evaluate: {len(labelled)} labelled recent rows ({len(eval_frame)} held out, "
+                             f"need {MIN_EVAL_ROWS} with both classes); no retrain, no promotion. Add labels with `fabric labels add`")  # fmt: skip
+            self.registry.add_event(champion.address, "drift_decision", {"decision": report.decision, "reason": report.reason})
+            return
+        clock = time.monotonic()
+        reference = load_frame(spec.data)
+        if spec.data.time_column:
+            reference = reference.sort_values(spec.data.time_column)
+        reference = reference.tail(REFERENCE_ROWS)
+        fresh = _frame(train_rows, labels, target)
+        columns = [c for c in reference.columns if c in fresh.columns or c == target]
+        combined = pd.concat([reference[columns], fresh[columns]], ignore_index=True)
+        # fresh rows carry serving times, not the source's event times: split stratified instead
+        retrain_spec = spec.model_copy(update={"data": spec.data.model_copy(update={"time_column": None, "id_column": None})})
+        dataset = prepare(retrain_spec, combined)
+        result = run_pipeline(retrain_spec, self.backend.settings.env, self.registry, self.home, dataset=dataset,
+                              parent=champion.address, budget_s=spec.drift.retrain_budget_s or spec.search.budget_s,
+                              alias="challenger")  # fmt: skip
+        challenger = result.version
+        report.timings_s["retrain"] = time.monotonic() - clock
+        report.retrain = {"challenger": challenger.address, "rows": len(combined), "fresh_rows": len(fresh),
+                          "seconds": round(report.timings_s["retrain"], 2)}  # fmt: skip
+        self.registry.add_event(challenger.address, "retrained_on_drift", {"parent": champion.address, **report.retrain})
+
+        clock = time.monotonic()
+        champion_metric = _score(champion, eval_frame, spec)
+        challenger_metric = _score(challenger, eval_frame, spec)
+        sign = 1 if spec.higher_is_better else -1
+        gain = sign * (challenger_metric - champion_metric)
+        p99 = challenger.latency.get("p99_ms", float("inf"))
+        report.comparison = {"metric": spec.metric, "rows": len(eval_frame), "champion": round(champion_metric, 5),
+                             "challenger": round(challenger_metric, 5), "gain": round(gain, 5),
+                             "margin": spec.drift.promote_margin, "challenger_p99_ms": p99,
+                             "latency_budget_ms": spec.latency_budget.p99_ms}  # fmt: skip
+        report.timings_s["evaluate"] = time.monotonic() - clock
+        for address in (champion.address, challenger.address):
+            self.registry.add_event(address, "champion_challenger", report.comparison)
+        if gain < spec.drift.promote_margin:
+            report.decision = "kept"
+            report.reason = f"challenger {spec.metric} gain {gain:+.5f} < drift.promote_margin={spec.drift.promote_margin}: champion kept"
+        elif p99 > spec.latency_budget.p99_ms:
+            report.decision = "kept"
+            report.reason = f"challenger p99 {p99} ms > latency_budget.p99_ms={spec.latency_budget.p99_ms}: champion kept"
+        else:
+            clock = time.monotonic()
+            self.backend.deploy(challenger.address, "all_at_once", endpoint=self.endpoint)
+            report.timings_s["promote"] = time.monotonic() - clock
+            report.decision = "promoted"
+            report.reason = f"challenger wins by {gain:+.5f} {spec.metric} (margin {spec.drift.promote_margin}) within {p99} ms"
+        self.registry.add_event(challenger.address, "drift_decision", {"decision": report.decision, "reason": report.reason})
+
+
+def _frame(rows: list[dict[str, Any]], labels: dict[str, Any], target: str) -> pd.DataFrame:
+    frame = pd.DataFrame([{k: v for k, v in r.items() if k not in ("prediction", "model", "ts", "request_id")} for r in rows])
+    frame[target] = [labels[str(r["request_id"])] for r in rows]
+    return frame
+
+
+def _score(version: ModelVersion, frame: pd.DataFrame, spec: PipelineSpec) -> float:
+    from fabric.data.schema import FeatureSchema
+    from fabric.families.trees import validation_metric
+    from fabric.latency import predict
+
+    schema = FeatureSchema.from_dict(json.loads((version.path / "schema.json").read_text()))
+    scores = predict((version.path / "model.onnx").read_bytes(), schema.encode(frame))
+    y = frame[spec.data.target].to_numpy(dtype=np.float64)
+    return float(validation_metric(spec.metric, y, scores))

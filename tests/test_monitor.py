@@ -1,0 +1,142 @@
+"""Drift detection (calibration, power, persistence) and the monitor loop against a live endpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fabric.data.schema import Feature, FeatureSchema
+from fabric.monitor.detect import PersistenceTracker, holm, score_window, sigma_of
+from fabric.monitor.profile import PREDICTION, build_profile
+from fabric.monitor.traffic import read_capture
+from tests.conftest import fabric_cli, write_spec
+
+LEVELS = ["a", "b", "c", "d"]
+
+
+def _draw(rng: np.random.Generator, n: int, shift: str = "") -> dict[str, np.ndarray]:
+    columns = {f"x{j}": rng.normal(0, 1, n) for j in range(20)}
+    columns["c0"] = rng.choice(LEVELS, n, p=[0.4, 0.3, 0.2, 0.1] if shift != "category" else [0.2, 0.3, 0.2, 0.3])
+    columns[PREDICTION] = rng.normal(0.5 if shift == "prediction" else 0.0, 1, n)
+    if shift == "mean":
+        columns["x3"] = columns["x3"] + 0.4
+    if shift == "variance":
+        columns["x3"] = columns["x3"] * 1.6
+    return columns
+
+
+@pytest.fixture(scope="module")
+def profile():  # noqa: ANN201
+    rng = np.random.default_rng(1)
+    schema = FeatureSchema(tuple([Feature(f"x{j}", "numeric") for j in range(20)] + [Feature("c0", "categorical", tuple(LEVELS))]),
+                           task="binary", target="y")  # fmt: skip
+    ref = _draw(rng, 20_000)
+    return build_profile(schema, pd.DataFrame({k: v for k, v in ref.items() if k != PREDICTION}), ref[PREDICTION])
+
+
+def test_sigma_and_holm_are_the_textbook_ones() -> None:
+    assert sigma_of(0.5) == pytest.approx(0.0) and sigma_of(0.0107) == pytest.approx(2.3, abs=0.01)
+    assert holm(np.array([0.01, 0.04, 0.03])).tolist() == pytest.approx([0.03, 0.06, 0.06])
+
+
+def test_no_drift_windows_rarely_flag_where_uncorrected_tests_would(profile) -> None:  # noqa: ANN001
+    rng = np.random.default_rng(2)
+    flagged = uncorrected = 0
+    for _ in range(150):
+        verdict = score_window(profile, _draw(rng, 1000), threshold_sigma=2.3, min_effect=0.0)
+        flagged += bool(verdict.flagged())
+        uncorrected += any(s.sigma >= 2.3 for s in verdict.scores)
+    # Holm keeps the family-wise rate near 1%; 22 raw tests at 1% each would flag ~20% of windows
+    assert flagged <= 6, flagged
+    assert uncorrected >= 15, uncorrected
+
+
+@pytest.mark.parametrize("shift", ["mean", "variance", "category", "prediction"])
+def test_each_kind_of_shift_alarms_after_persistence_windows(profile, shift: str) -> None:  # noqa: ANN001
+    rng = np.random.default_rng(3)
+    tracker = PersistenceTracker(persistence=2)
+    first = tracker.update(score_window(profile, _draw(rng, 1000, shift), 2.3, 0.1))
+    second = tracker.update(score_window(profile, _draw(rng, 1000, shift), 2.3, 0.1))
+    column = {"mean": "x3", "variance": "x3", "category": "c0", "prediction": PREDICTION}[shift]
+    assert first.verdict == "flagged" and column in first.flagged()
+    assert second.verdict == "alarm" and second.alarmed == [column]
+
+
+def test_a_single_flagged_window_is_not_an_alarm_and_small_windows_get_no_verdict(profile) -> None:  # noqa: ANN001
+    rng = np.random.default_rng(4)
+    tracker = PersistenceTracker(persistence=2)
+    assert tracker.update(score_window(profile, _draw(rng, 1000, "mean"), 2.3, 0.1)).verdict == "flagged"
+    assert tracker.update(score_window(profile, _draw(rng, 1000), 2.3, 0.1)).verdict == "no_drift"
+    assert tracker.update(score_window(profile, _draw(rng, 1000, "mean"), 2.3, 0.1)).verdict == "flagged"
+    small = score_window(profile, _draw(rng, 50), 2.3, 0.1)
+    assert small.verdict == "no_verdict" and "below the minimum" in small.message
+
+
+def test_a_large_harmless_shift_is_significant_but_below_min_effect(profile) -> None:  # noqa: ANN001
+    rng = np.random.default_rng(5)
+    columns = _draw(rng, 100_000)
+    columns["x5"] = columns["x5"] + 0.08  # very significant at 100k rows, too small to matter
+    verdict = score_window(profile, columns, 2.3, 0.1)
+    x5 = next(s for s in verdict.scores if s.column == "x5")
+    assert x5.corrected_sigma >= 2.3 and not x5.flagged
+
+
+def test_corrupt_and_incomplete_capture_lines_are_skipped_and_counted(tmp_path: Path) -> None:
+    good = {"ts": "t", "request_id": "r1", "model": "m:1", "slot": "champion", "features": {"a": 1, "b": "x"}, "prediction": 0.2}
+    lines = [json.dumps(good), "{broken", json.dumps({**good, "features": {"a": 1}}), json.dumps({**good, "slot": "shadow"}),
+             json.dumps({**good, "prediction": "n/a"})]  # fmt: skip
+    (tmp_path / "20261124T10.jsonl").write_text("\n".join(lines) + "\n")
+    batch = read_capture(tmp_path, ["a", "b"])
+    assert len(batch.rows) == 1 and (batch.corrupt, batch.missing_columns, batch.other_slots) == (2, 1, 1)
+    assert read_capture(tmp_path, ["a", "b"], batch.position).rows == []  # consumed once
+
+
+def test_demo_drift_episode_alarms_retrains_and_promotes(tmp_path: Path, home: Path) -> None:
+    spec = write_spec(
+        tmp_path,
+        data={"rows": 20_000},
+        search={"budget_s": 12, "families": ["lightgbm"]},
+        drift={"window_rows": 1000, "retrain_budget_s": 15, "persistence": 2},
+    )
+    done = fabric_cli("demo", "--stack", "dev", "--spec", str(spec), "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    monitor = result["monitor"]
+    assert monitor["alarm"] and monitor["decision"] == "promoted", monitor["reason"]
+    assert monitor["comparison"]["challenger"] > monitor["comparison"]["champion"]
+    assert result["serving"]["model"] == monitor["retrain"]["challenger"] == "fraud:2"
+    assert result["timings_s"]["first_drifted_window_to_serving"] < 120
+    assert Path(result["drift_report"]).read_text().count("<img") == 1
+    chain = json.loads(fabric_cli("models", "lineage", "fraud:2", "--stack", "dev", "--json").stdout)
+    assert [v["address"] for v in chain] == ["fraud:2", "fraud:1"]
+    kinds = {e["kind"] for e in chain[0]["events"]}
+    assert {"retrained_on_drift", "champion_challenger", "drift_decision", "deployed"} <= kinds, kinds
+    assert "drift_alarm" in {e["kind"] for e in chain[1]["events"]}
+
+
+def test_no_labels_means_cannot_evaluate_and_no_promotion(tmp_path: Path, home: Path) -> None:
+    from fabric.backends import backend_for
+    from fabric.data.synthetic import generate_fraud
+    from fabric.demo import send_traffic
+    from fabric.monitor.loop import DriftLoop
+    from fabric.spec import load_pipeline, load_stack
+
+    spec = load_pipeline(write_spec(tmp_path, search={"budget_s": 3, "families": ["lightgbm"]},
+                                    drift={"window_rows": 500, "persistence": 1}))  # fmt: skip
+    backend = backend_for(load_stack("dev"))
+    version = backend.run(spec).version
+    deployed = backend.deploy(version.address, "all_at_once")
+    try:
+        features = [f["name"] for f in json.loads((version.path / "schema.json").read_text())["features"]]
+        send_traffic(deployed.url, generate_fraud(rows=1200, seed=9, drift=1.5), features, "unlabelled")
+        report = DriftLoop(backend, "fraud").run_once()
+        assert report.alarm is not None
+        assert report.decision == "cannot_evaluate" and "cannot evaluate" in report.reason
+        assert backend.registry.get("fraud@champion").address == version.address
+        assert [v.address for v in backend.registry.list("fraud")] == [version.address]  # nothing retrained
+    finally:
+        backend._deployer().endpoints.stop("fraud")
