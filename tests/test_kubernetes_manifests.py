@@ -217,3 +217,27 @@ def test_dry_run_on_a_local_stack_and_a_run_without_a_cluster_are_user_errors(tm
     last = nowhere.stderr.strip().splitlines()[-1]
     assert nowhere.returncode == 2 and "Traceback" not in nowhere.stderr, nowhere.stderr
     assert last.startswith("error: stack onprem: no Kubernetes credentials") and "--dry-run" in last
+
+
+def test_a_followed_job_is_read_from_its_status_conditions() -> None:
+    from kubernetes import client
+
+    from fabric.backends.kubernetes.jobs import job_state
+
+    def job(completions: int, **status: object) -> dict:
+        body = client.V1Job(spec=client.V1JobSpec(completions=completions, template=client.V1PodTemplateSpec()),
+                            status=client.V1JobStatus(**status))  # fmt: skip
+        return client.ApiClient().sanitize_for_serialization(body)  # the JSON the API server sends
+
+    condition = client.V1JobCondition
+    assert job_state(job(4)).phase == "pending"
+    running = job_state(job(4, active=3, succeeded=1))
+    assert running.phase == "running" and running.describe() == "running: 1/4 succeeded, 3 running, 0 failed"
+    done = job_state(job(4, succeeded=4, conditions=[condition(type="SuccessCriteriaMet", status="True"),
+                                                     condition(type="Complete", status="True")]))  # fmt: skip
+    assert done.phase == "complete" and done.done
+    deadline = condition(type="Failed", status="True", reason="DeadlineExceeded", message="Job was active longer than specified deadline")
+    failed = job_state(job(4, succeeded=2, failed=2, conditions=[deadline]))
+    assert failed.phase == "failed" and failed.reason == "DeadlineExceeded: Job was active longer than specified deadline"
+    ignored = condition(type="Failed", status="False")
+    assert job_state(job(1, active=1, conditions=[ignored])).phase == "running"

@@ -1,8 +1,9 @@
 """Search at scale: an Indexed Job of Optuna workers sharing one study in PostgreSQL.
 
 Every worker runs `python -m fabric.backends.kubernetes.worker`: the same search as `local` (same
-wall-clock budget from its own start, same latency budget enforced in-trial) on the study named by
-the spec and the data, stored at the URL in the study Secret. `activeDeadlineSeconds` backs the
+wall-clock budget, same latency budget enforced in-trial) on the study named by the spec and the
+data, stored at the URL in the study Secret. The workers of one run ($FABRIC_RUN_ID) share one
+deadline, kept in the study: the first worker's start + the budget. `activeDeadlineSeconds` backs the
 budget up for the Job as a whole: scheduling and image pulls get `startGraceS`, the search 110%.
 """
 
@@ -44,7 +45,7 @@ def search_job(spec: PipelineSpec, settings: StackSettings, run_id: str, budget_
         "worker",
         worker_args(o.SPEC_PATH, workers, budget_s),
         o.resources(k.worker_cpu, k.worker_memory),
-        env=o.env(settings, study=True),
+        env=[*o.env(settings, study=True), {"name": "FABRIC_RUN_ID", "value": run_id}],
         volumeMounts=o.mounts(registry=False),
     )
     return {
