@@ -91,3 +91,20 @@ def test_workers_share_one_postgresql_study_and_the_train_job_refits_its_best(
     import hashlib
 
     assert head["Metadata"]["sha256"] == hashlib.sha256(version.artifact("model.onnx").read_bytes()).hexdigest()
+
+
+def test_a_worker_that_cannot_reach_the_study_says_so_in_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = write_spec(tmp_path, data={"rows": 3000})
+    url = f"postgresql+psycopg2://fabric:secret@127.0.0.1:{port}/postgres"
+    done = subprocess.run([sys.executable, "-m", "fabric.backends.kubernetes.worker", "--spec", str(path), "--workers", "2",
+                           "--index", "0"], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**os.environ, "FABRIC_STUDY_URL": url})  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: study storage postgresql+psycopg2://fabric:***@127.0.0.1:{port}/postgres: ")
+    assert "secret" not in done.stderr  # the password never reaches a log

@@ -150,17 +150,18 @@ class KubeTraffic:
 
 def main(argv: list[str] | None = None) -> int:
     from fabric.backends.kubernetes.cluster import Cluster
+    from fabric.backends.kubernetes.serving import endpoint as endpoint_of
     from fabric.registry import Registry, fabric_home
     from fabric.spec import load_pipeline, load_stack
 
-    parser = argparse.ArgumentParser(prog="python -m " + __spec__.name if __spec__ else None)
+    parser = argparse.ArgumentParser(prog="python -m fabric.backends.kubernetes.rollout_controller")
     parser.add_argument("--spec", required=True)
     parser.add_argument("--stack", required=True)
     parser.add_argument("--strategy", required=True, choices=["canary", "blue_green", "shadow"])
     parser.add_argument("--candidate", required=True, help="model address the candidate Deployment serves")
     args = parser.parse_args(argv)
     spec, settings = load_pipeline(args.spec), load_stack(args.stack)
-    endpoint = settings.endpoints[spec.name]
+    endpoint = endpoint_of(spec, settings)
     max_p99 = spec.rollout.max_p99_ms or endpoint.latency_budget_ms
     traffic = KubeTraffic(Cluster.connect(settings), spec, settings, args.strategy, args.candidate)
     outcome = run_rollout(
@@ -175,4 +176,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from fabric.errors import FabricError
+
+    try:
+        sys.exit(main())
+    except FabricError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -48,9 +48,15 @@ def _create_tables(storage: str, tries: int = 5) -> None:
         try:
             optuna.storages.RDBStorage(storage)
             return
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError):
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as exc:
             if attempt == tries - 1:
-                raise
+                from fabric.backends.kubernetes.study import redact
+
+                reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+                raise FabricError(
+                    f"study storage {redact(storage)}: {reason}; check the URL in the study Secret and that the "
+                    "database accepts connections from the cluster"
+                ) from None
             time.sleep(0.2 + random.random())
 
 
