@@ -71,7 +71,9 @@ def run_pipeline(
     parent: str | None = None,
     search_options: SearchOptions = SearchOptions(),
     alias: str = "candidate",
+    search: SearchResult | None = None,
 ) -> RunResult:
+    """`search`: a finished search (e.g. the Kubernetes backend's shared study) to refit instead of searching."""
     from fabric import report as report_module
     from fabric.train import model_card, refit, write_model_card
 
@@ -83,18 +85,19 @@ def run_pipeline(
     dataset = dataset or prepare(spec)
     timings["data"] = time.monotonic() - clock
 
-    budget = budget_s if budget_s is not None else spec.search.budget_s
-    progress.stage("search", f"{budget} s budget" if budget else f"{spec.search.trials} trials")
-    clock = time.monotonic()
-    search = run_search(
-        spec,
-        dataset,
-        storage=spec.search.storage or default_storage(home),
-        budget_s=budget,
-        options=search_options,
-        on_trial=lambda s, elapsed: progress.trial(s, elapsed, budget),
-    )
-    timings["search"] = time.monotonic() - clock
+    if search is None:
+        budget = budget_s if budget_s is not None else spec.search.budget_s
+        progress.stage("search", f"{budget} s budget" if budget else f"{spec.search.trials} trials")
+        clock = time.monotonic()
+        search = run_search(
+            spec,
+            dataset,
+            storage=spec.search.storage or default_storage(home),
+            budget_s=budget,
+            options=search_options,
+            on_trial=lambda s, elapsed: progress.trial(s, elapsed, budget),
+        )
+        timings["search"] = time.monotonic() - clock
 
     progress.stage("train", f"refit {search.best.family} (trial {search.best.number}) on train+validation")
     clock = time.monotonic()

@@ -44,6 +44,8 @@ class SearchOptions:
     cut_trials: bool = True
     tuned_sampler: bool = True  # False: TPESampler with Optuna's default settings
     latency_runs: int = 300
+    # False for workers sharing a study: another worker's RUNNING trial is live, not stale
+    fail_stale: bool = True
 
 
 @dataclass(frozen=True)
@@ -218,7 +220,8 @@ def run_search(
         )
     except ValueError as exc:  # directions changed under the same name, or a bad storage URL
         raise FabricError(f"search.storage={storage}: cannot open study {name!r} ({exc})") from None
-    _fail_stale(study)
+    if options.fail_stale:
+        _fail_stale(study)
     pruner = FamilyMedianPruner(study, spec.higher_is_better)
     budget_ms = spec.latency_budget.p99_ms
     start = time.monotonic()

@@ -259,6 +259,49 @@ class FeatureTableSettings(_Camel):
         return self
 
 
+class KubernetesSettings(_Camel):
+    """`fabric:kubernetes`: where and how the `kubernetes` backend runs its Jobs and Deployments.
+
+    The cluster, its node pools, the registry volume and the study Secret are provisioned by the
+    stack (Pulumi) or the platform team; these settings only name them."""
+
+    image: str = Field(description="the fabric image every Job, CronJob and Deployment runs")
+    namespace: str = "fabric"
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    service_account: str = Field("fabric", description="runs the Jobs; the backend renders its Role")
+    study_secret: str = Field("fabric-study", description="Secret whose key `url` is the PostgreSQL URL of the studies")
+    registry_claim: str = Field("fabric-registry", description="ReadWriteMany PVC mounted as FABRIC_HOME")
+    registry_bucket: str | None = Field(None, description="s3://bucket[/prefix]: trained artifacts are copied there")
+    search_workers: int = Field(4, ge=1, le=256, description="Optuna workers of the search Indexed Job")
+    worker_cpu: str = "1"
+    worker_memory: str = "2Gi"
+    train_pool: str | None = Field(None, description="the gpuPools entry that trains; default: the first")
+    gpus: int = Field(1, ge=0, description="nvidia.com/gpu per training pod; 0 trains on the CPU pool")
+    train_cpu: str = "2"
+    train_memory: str = "8Gi"
+    serving_cpu: str = "500m"
+    serving_memory: str = "1Gi"
+    serving_port: int = Field(8080, ge=1, le=65535)
+    gateway: str | None = Field(None, description="`[namespace/]name` of the Gateway that canary and shadow routes attach to")
+    monitor_schedule: str = Field("*/15 * * * *", description="cron schedule of `fabric monitor`")
+    start_grace_s: int = Field(600, ge=0, description="pod scheduling, image pull and imports, added to Job deadlines")
+    context: str | None = Field(None, description="kubeconfig context; default: in-cluster or the current context")
+
+    @field_validator("namespace", "service_account", "study_secret", "registry_claim")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", value):
+            raise ValueError("must be a DNS label: lowercase letters, digits and '-', at most 63 characters")
+        return value
+
+    @field_validator("registry_bucket")
+    @classmethod
+    def _bucket(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", value):
+            raise ValueError("must be s3://<bucket>[/<prefix>], e.g. s3://fabric-onprem-artifacts")
+        return value
+
+
 class StackSettings(_Camel):
     """One environment. Keys are the `fabric:` config keys without the prefix (camelCase in YAML)."""
 
@@ -280,6 +323,7 @@ class StackSettings(_Camel):
     feature_tables: dict[str, FeatureTableSettings] = Field(default_factory=dict)
     image_tag: str = Field("0.1.0", description="tag of the serving image in the stack's ECR repository")
     drift_alarm_sigma: float = Field(2.3, gt=0)
+    kubernetes: KubernetesSettings | None = Field(None, description="settings of the kubernetes backend")
 
     @model_validator(mode="after")
     def _coherent(self) -> StackSettings:
@@ -290,6 +334,20 @@ class StackSettings(_Camel):
             )
         if self.platform == "kubernetes" and self.network is None:
             raise ValueError("platform=kubernetes needs fabric:network {vpcId, subnetIds} for the cluster; add it")
+        if self.backend == "kubernetes" and self.kubernetes is None:
+            raise ValueError(
+                "backend=kubernetes needs fabric:kubernetes (at least {image: <the fabric image>}); add it"
+            )
+        if self.backend == "kubernetes" and self.kubernetes and self.kubernetes.gpus > 0 and not self.gpu_pools:
+            raise ValueError(
+                f"kubernetes.gpus={self.kubernetes.gpus} needs a GPU pool to train on; add fabric:gpuPools "
+                "or set kubernetes.gpus: 0 to train on the CPU pools"
+            )
+        pool = self.kubernetes.train_pool if self.kubernetes else None
+        if pool is not None and pool not in [p.name for p in self.gpu_pools]:
+            raise ValueError(
+                f"kubernetes.trainPool={pool!r} is not a gpuPools name; use one of {[p.name for p in self.gpu_pools]}"
+            )
         names = [p.name for p in [*self.gpu_pools, *self.cpu_pools]]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:

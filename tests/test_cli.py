@@ -69,7 +69,7 @@ def test_bad_input_exits_2_and_leaves_the_registry_unchanged(tmp_path: Path, hom
         spec = write_spec(tmp_path / str(i), **override)
         _assert_user_error(fabric_cli("run", str(spec), "--stack", "dev"), *fragments)
     good = write_spec(tmp_path)
-    _assert_user_error(fabric_cli("run", str(good), "--stack", "qa"), "--stack qa", "use one of ['dev', 'prod', 'staging']")
+    _assert_user_error(fabric_cli("run", str(good), "--stack", "qa"), "--stack qa", "use one of ['dev', 'onprem', 'prod', 'staging']")
     _assert_user_error(fabric_cli("run", str(good), "--budget-s", "0"), "--budget-s=0.0 must be > 0")
     _assert_user_error(fabric_cli("run", str(tmp_path / "missing.yaml")), "missing.yaml: no such file")
     (tmp_path / "empty.csv").write_text("")

@@ -15,7 +15,7 @@ def test_shipped_pipelines_and_stacks_load() -> None:
     assert fraud.task == "binary" and fraud.multi_objective and fraud.latency_budget.p99_ms == 2.0
     diabetes = load_pipeline(ROOT / "pipelines/diabetes.yaml")
     assert diabetes.task == "regression" and not diabetes.higher_is_better
-    assert available_stacks(ROOT) == ["dev", "prod", "staging"]
+    assert available_stacks(ROOT) == ["dev", "onprem", "prod", "staging"]
     prod = load_stack("prod", ROOT)
     assert prod.endpoints["fraud"].min_instances >= 2
     assert prod.policy.enforcement == "mandatory"
@@ -71,5 +71,5 @@ def test_stack_errors_name_the_key() -> None:
 
 
 def test_unknown_stack_lists_the_known_ones() -> None:
-    with pytest.raises(SpecError, match=r"--stack qa: no .*Pulumi.qa.yaml; use one of \['dev', 'prod', 'staging'\]"):
+    with pytest.raises(SpecError, match=r"--stack qa: no .*Pulumi.qa.yaml; use one of \['dev', 'onprem', 'prod', 'staging'\]"):
         load_stack("qa", ROOT)

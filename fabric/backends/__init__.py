@@ -14,6 +14,10 @@ def backend_for(settings: StackSettings) -> Backend:
         from fabric.backends.local import LocalBackend
 
         return LocalBackend(settings)
+    if settings.backend == "kubernetes":
+        from fabric.backends.kubernetes import KubernetesBackend
+
+        return KubernetesBackend(settings)
     raise CapabilityError(
         f"stack {settings.env}: fabric:backend={settings.backend} is not available in this version; "
         "run with a stack whose fabric:backend is local (e.g. --stack dev)"

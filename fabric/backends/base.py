@@ -42,7 +42,14 @@ class Monitors(Protocol):
     def monitor(self, spec: PipelineSpec, **options: Any) -> Any: ...
 
 
-CAPABILITIES = {"deploy": Deploys, "shadow": Shadows, "monitor": Monitors}
+@runtime_checkable
+class Renders(Protocol):
+    """Prints what it would create instead of creating it (`fabric run --dry-run`)."""
+
+    def render_yaml(self, spec: PipelineSpec, budget_s: float | None = None, run_id: str | None = None) -> str: ...
+
+
+CAPABILITIES = {"deploy": Deploys, "shadow": Shadows, "monitor": Monitors, "dry_run": Renders}
 
 
 def capabilities(backend: Backend) -> dict[str, bool]:

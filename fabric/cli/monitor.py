@@ -17,8 +17,9 @@ from fabric.cli._common import echo_json, json_option, stack_option
 @click.option("--every", "every_s", type=float, default=None, help="Repeat every N seconds (default: one pass).")
 @click.option("--labels-wait-s", type=float, default=0.0, show_default=True,
               help="On an alarm, wait this long for labels of the drifted traffic before deciding.")  # fmt: skip
+@click.option("--detect-only", is_flag=True, help="Record alarms but do not retrain (a scheduler starts retraining).")
 @json_option
-def monitor(stack: str, endpoint: str | None, every_s: float | None, labels_wait_s: float, as_json: bool) -> None:
+def monitor(stack: str, endpoint: str | None, every_s: float | None, labels_wait_s: float, detect_only: bool, as_json: bool) -> None:
     """Read each endpoint's captured traffic, score complete windows for drift (per feature and on
     predictions, calibrated sigma scores, Holm-corrected, minimum effect, persistence), and on an
     alarm retrain on reference + fresh labelled traffic, compare challenger and champion on recent
@@ -35,15 +36,21 @@ def monitor(stack: str, endpoint: str | None, every_s: float | None, labels_wait
     from fabric.serving.endpoints import Endpoints
     from fabric.spec import load_stack
 
-    backend = backend_for(load_stack(stack))
+    from fabric.backends.local import LocalBackend
+
+    settings = load_stack(stack)
+    backend = backend_for(settings)
     if not hasattr(backend, "home"):
-        raise CapabilityError(f"the {backend.name} backend of stack {stack} monitors through its own service")
+        if not detect_only:
+            raise CapabilityError(f"the {backend.name} backend of stack {stack} retrains through its own jobs; "
+                                  "run `fabric monitor --detect-only` here")  # fmt: skip
+        backend = LocalBackend(settings)  # the registry and capture on the shared volume ($FABRIC_HOME)
     names = [endpoint] if endpoint else Endpoints(backend.home, stack).names()
     if not names:
         click.echo(f"no endpoints in stack {stack}; deploy one with `fabric deploy`", err=True)
         raise SystemExit(2)
     while True:
-        reports = [DriftLoop(backend, name).run_once(labels_wait_s=labels_wait_s) for name in names]
+        reports = [DriftLoop(backend, name).run_once(labels_wait_s=labels_wait_s, detect_only=detect_only) for name in names]
         if as_json:
             echo_json([r.to_dict() for r in reports])
         else:

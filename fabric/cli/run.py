@@ -13,8 +13,13 @@ from fabric.cli._common import echo_json, json_option, stack_option
 @click.argument("spec_path", metavar="SPEC", type=click.Path(path_type=Path))
 @stack_option
 @click.option("--budget-s", type=float, default=None, help="Override search.budget_s (wall-clock seconds).")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print what the stack's backend would create (kubernetes: the manifests, multi-document YAML) and stop.",
+)
 @json_option
-def run(spec_path: Path, stack: str, budget_s: float | None, as_json: bool) -> None:
+def run(spec_path: Path, stack: str, budget_s: float | None, dry_run: bool, as_json: bool) -> None:
     """Run the lifecycle of SPEC (a pipelines/*.yaml file): search within the budgets, refit the
     winner, evaluate it on the test split, register it with lineage as `<name>@candidate`, and write
     a model card and an HTML report beside its artifacts.
@@ -23,10 +28,12 @@ def run(spec_path: Path, stack: str, budget_s: float | None, as_json: bool) -> N
     Examples:
       fabric run pipelines/fraud.yaml --stack dev
       fabric run pipelines/diabetes.yaml --budget-s 10 --json
+      fabric run pipelines/fraud.yaml --stack onprem --dry-run > fraud.yaml
     """
     from fabric.backends import backend_for
+    from fabric.backends.base import Renders
     from fabric.cli._progress import RichProgress
-    from fabric.errors import FabricError
+    from fabric.errors import CapabilityError, FabricError
     from fabric.spec import load_pipeline, load_stack
 
     if budget_s is not None and budget_s <= 0:
@@ -34,9 +41,20 @@ def run(spec_path: Path, stack: str, budget_s: float | None, as_json: bool) -> N
     spec = load_pipeline(spec_path)
     settings = load_stack(stack)
     backend = backend_for(settings)
+    if dry_run:
+        if not isinstance(backend, Renders):
+            raise CapabilityError(
+                f"--dry-run: stack {stack} runs on fabric:backend={settings.backend}, which has nothing to print; "
+                "use a stack whose backend is kubernetes, or drop --dry-run"
+            )
+        click.echo(backend.render_yaml(spec, budget_s=budget_s), nl=False)
+        return
     with RichProgress(enabled=not as_json) as progress:
         result = backend.run(spec, progress=progress, budget_s=budget_s)
     if as_json:
+        echo_json(result.to_dict())
+        return
+    if not hasattr(result, "version"):  # a remote backend: its registry is not on this machine
         echo_json(result.to_dict())
         return
     _print_summary(result)

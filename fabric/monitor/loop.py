@@ -75,14 +75,18 @@ class DriftLoop:
         os.replace(tmp, self.state_path)
 
     # -- one pass -------------------------------------------------------------------------------
-    def run_once(self, labels_wait_s: float = 0.0) -> MonitorReport:
+    def run_once(self, labels_wait_s: float = 0.0, detect_only: bool = False) -> MonitorReport:
+        """One pass. `detect_only`: record an alarm but leave retraining to someone else (the
+        kubernetes backend's CronJob starts a retrain Job instead)."""
         clock = time.monotonic()
-        live = self.endpoints.get(self.endpoint)
-        if live.champion is None:
-            raise FabricError(f"endpoint {self.endpoint} serves no model; deploy one first")
-        if self.endpoints.alive(live):
+        live = self.endpoints.load(self.endpoint)
+        if live is not None and self.endpoints.alive(live):
             self.endpoints.admin(live, "flush")
-        champion = self.registry.get(live.champion)
+        # a local endpoint knows what it serves; elsewhere (a cluster's servers) the alias says
+        address = live.champion if live is not None else f"{self.endpoint}@champion"
+        if address is None:
+            raise FabricError(f"endpoint {self.endpoint} serves no model; deploy one first")
+        champion = self.registry.get(address)
         spec = PipelineSpec.model_validate(json.loads((champion.path / "spec.json").read_text()))
         profile = Profile.load(champion.path / "profile.json")
         features = list(json.loads((champion.path / "schema.json").read_text())["features"])
@@ -127,8 +131,9 @@ class DriftLoop:
 
         report.alarm = {"columns": alarm_verdict.alarmed, "scores": [s.__dict__ for s in alarm_verdict.scores[:8]]}
         self.registry.add_event(champion.address, "drift_alarm", {"endpoint": self.endpoint, **report.alarm})
-        if not spec.drift.retrain:
-            report.decision, report.reason = "retrain_disabled", "drift.retrain is false: alarm recorded, nothing retrained"
+        if not spec.drift.retrain or detect_only:
+            why = "drift.retrain is false" if not spec.drift.retrain else "--detect-only"
+            report.decision, report.reason = "retrain_disabled", f"{why}: alarm recorded, nothing retrained here"
             return report
         deadline = time.monotonic() + labels_wait_s
         while True:

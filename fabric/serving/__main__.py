@@ -7,6 +7,7 @@ both are the defaults here, so the same image serves on every backend."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 
@@ -15,10 +16,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", nargs="?", default="serve", choices=["serve"])
     parser.add_argument("--model-dir", type=Path, default=Path("/opt/ml/model"))
     parser.add_argument("--version", default="model:0", help="registry address shown in answers and metrics")
+    parser.add_argument("--model", default=None,
+                        help="a registry address (name:version or name@alias) to serve from $FABRIC_HOME/<stack>, "
+                             "instead of --model-dir (the kubernetes backend mounts the registry there)")
+    parser.add_argument("--stack", default=os.environ.get("FABRIC_STACK", "dev"))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--capture-dir", type=Path, default=None, help="write sampled request/prediction JSONL here")
-    parser.add_argument("--capture-rate", type=float, default=1.0)
+    parser.add_argument("--capture-rate", type=float, default=float(os.environ.get("FABRIC_CAPTURE_RATE", "1.0")))
     parser.add_argument("--max-body-bytes", type=int, default=1_048_576)
     args = parser.parse_args(argv)
 
@@ -28,6 +33,17 @@ def main(argv: list[str] | None = None) -> None:
     from fabric.serving.capture import Capture
     from fabric.serving.model import LoadedModel
 
+    if args.model:
+        from fabric.errors import FabricError
+        from fabric.registry import fabric_home, open_registry
+
+        try:
+            version = open_registry(args.stack).get(args.model)
+        except FabricError as exc:
+            raise SystemExit(f"error: --model={args.model}: {exc}") from None
+        args.model_dir, args.version = version.path, version.address
+        if args.capture_dir is None:  # where `fabric monitor` reads it
+            args.capture_dir = fabric_home() / args.stack / "endpoints" / version.name / "capture"
     capture = Capture(args.capture_dir, args.capture_rate) if args.capture_dir else None
     server = ModelServer(capture=capture, max_body_bytes=args.max_body_bytes)
     try:

@@ -107,8 +107,8 @@ class ModelServer:
         request_id = headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
         try:
             X, records = model.decode(body, headers.get(b"content-type", b"").decode("latin-1"))
-        except BadRequest:
-            self.metrics.observe(model.version, slot, (time.perf_counter() - start) * 1e3, 0, error=True)
+        except BadRequest:  # the caller's fault: counted as a request and a bad request, not a model error
+            self.metrics.observe(model.version, slot, (time.perf_counter() - start) * 1e3, 0)
             raise
         try:
             scores = model.predict(X).tolist()

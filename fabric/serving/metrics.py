@@ -13,7 +13,7 @@ BUCKETS_MS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 100
 @dataclass
 class Series:
     requests: int = 0
-    errors: int = 0  # 4xx and 5xx answered for this version
+    errors: int = 0  # 5xx answered for this version (a 4xx is the caller's bad input)
     rows: int = 0
     latency_sum_ms: float = 0.0
     buckets: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS_MS) + 1))

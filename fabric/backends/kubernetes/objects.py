@@ -1,0 +1,173 @@
+"""Pieces every manifest shares: names, labels, the config volume, the registry volume, scheduling.
+
+Conventions the Pulumi node pools must follow (infra/ sets them on each node group):
+- every node carries the label `fabric.io/pool: <pool name>` (the `name` in fabric:gpuPools/cpuPools);
+- GPU nodes carry the taint `nvidia.com/gpu=present:NoSchedule`, so only pods that ask for a GPU
+  (and tolerate it) land there.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+from fabric.errors import CapabilityError
+from fabric.spec import KubernetesSettings, NodePool, PipelineSpec, StackSettings
+
+POOL_LABEL = "fabric.io/pool"
+TRACK_LABEL = "fabric.io/track"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_TAINT_KEY = "nvidia.com/gpu"
+CONFIG_DIR = "/etc/fabric"  # the spec and the stack file, from the ConfigMap; FABRIC_PROJECT_ROOT
+SPEC_PATH = f"{CONFIG_DIR}/spec.yaml"
+HOME_DIR = "/var/lib/fabric"  # the registry volume; FABRIC_HOME
+STUDY_URL_ENV = "FABRIC_STUDY_URL"
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+
+
+def kube(settings: StackSettings) -> KubernetesSettings:
+    if settings.kubernetes is None:
+        raise CapabilityError(
+            f"stack {settings.env}: the kubernetes backend needs fabric:kubernetes (at least {{image: ...}}); add it"
+        )
+    return settings.kubernetes
+
+
+def labels(spec: PipelineSpec, settings: StackSettings, component: str, **extra: str) -> dict[str, str]:
+    out = {
+        "app.kubernetes.io/name": "fabric",
+        "app.kubernetes.io/instance": spec.name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/managed-by": "fabric",
+        "fabric.io/stack": settings.env,
+    }
+    # cost tags travel as labels where Kubernetes allows their values
+    out.update({f"fabric.io/{k}": v for k, v in settings.tags.items() if len(v) <= 63 and _LABEL_VALUE.match(v)})
+    out.update(extra)
+    return out
+
+
+def metadata(name: str, spec: PipelineSpec, settings: StackSettings, component: str, **extra: str) -> dict[str, Any]:
+    return {"name": name, "namespace": kube(settings).namespace, "labels": labels(spec, settings, component, **extra)}
+
+
+def config_map_name(spec: PipelineSpec) -> str:
+    return f"{spec.name}-config"
+
+
+def stack_document(settings: StackSettings) -> dict[str, Any]:
+    """The stack as a `Pulumi.<env>.yaml` mapping, so `load_stack` inside the pod sees these settings."""
+    dumped = settings.model_dump(mode="json", by_alias=True, exclude={"env", "region"}, exclude_none=True)
+    return {"config": {"aws:region": settings.region, **{f"fabric:{k}": v for k, v in dumped.items()}}}
+
+
+def config_map(spec: PipelineSpec, settings: StackSettings) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(config_map_name(spec), spec, settings, "config"),
+        "data": {
+            "spec.yaml": yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False),
+            "stack.yaml": yaml.safe_dump(stack_document(settings), sort_keys=False),
+        },
+    }
+
+
+def config_volume(spec: PipelineSpec, settings: StackSettings) -> dict[str, Any]:
+    return {
+        "name": "config",
+        "configMap": {
+            "name": config_map_name(spec),
+            "items": [
+                {"key": "spec.yaml", "path": "spec.yaml"},
+                {"key": "stack.yaml", "path": f"stacks/Pulumi.{settings.env}.yaml"},
+            ],
+        },
+    }
+
+
+def registry_volume(settings: StackSettings) -> dict[str, Any]:
+    return {"name": "registry", "persistentVolumeClaim": {"claimName": kube(settings).registry_claim}}
+
+
+def mounts(registry: bool, read_only: bool = False) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
+    if registry:
+        out.append({"name": "registry", "mountPath": HOME_DIR, "readOnly": read_only})
+    return out
+
+
+def env(settings: StackSettings, study: bool = False) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [
+        {"name": "FABRIC_HOME", "value": HOME_DIR},
+        {"name": "FABRIC_PROJECT_ROOT", "value": CONFIG_DIR},
+        {"name": "FABRIC_STACK", "value": settings.env},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    if study:
+        secret = {"name": kube(settings).study_secret, "key": "url"}
+        out.append({"name": STUDY_URL_ENV, "valueFrom": {"secretKeyRef": secret}})
+    return out
+
+
+def container(settings: StackSettings, name: str, args: list[str], resources: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    k = kube(settings)
+    return {
+        "name": name,
+        "image": k.image,
+        "imagePullPolicy": k.image_pull_policy,
+        "args": args,
+        "resources": resources,
+        "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "runAsUser": 65534},
+        **extra,
+    }
+
+
+def cpu_scheduling(settings: StackSettings) -> dict[str, Any]:
+    """Pin to the first CPU pool when the stack has one; otherwise leave placement to the scheduler."""
+    return {"nodeSelector": {POOL_LABEL: settings.cpu_pools[0].name}} if settings.cpu_pools else {}
+
+
+def gpu_pool(settings: StackSettings) -> NodePool:
+    wanted = kube(settings).train_pool
+    pools = settings.gpu_pools
+    if not pools:
+        raise CapabilityError(
+            f"stack {settings.env}: fabric:gpuPools is empty, so no pool can run GPU pods; add a GPU pool "
+            "or set fabric:kubernetes.gpus: 0"
+        )
+    return next(p for p in pools if p.name == wanted) if wanted else pools[0]
+
+
+def gpu_scheduling(settings: StackSettings) -> dict[str, Any]:
+    pool = gpu_pool(settings)
+    return {
+        "nodeSelector": {POOL_LABEL: pool.name},
+        # Exists rather than Equal: tolerate the pool's taint whatever value the node group gives it
+        "tolerations": [{"key": GPU_TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+    }
+
+
+def resources(cpu: str, memory: str, gpus: int = 0) -> dict[str, Any]:
+    requests: dict[str, Any] = {"cpu": cpu, "memory": memory}
+    limits: dict[str, Any] = {"memory": memory}  # no CPU limit: throttling would distort latency
+    if gpus:
+        # extended resources cannot be overcommitted: request and limit must be equal
+        requests[GPU_RESOURCE] = str(gpus)
+        limits[GPU_RESOURCE] = str(gpus)
+    return {"requests": requests, "limits": limits}
+
+
+def check_data_source(spec: PipelineSpec, settings: StackSettings) -> None:
+    """Pods cannot read this machine's files: a file source must live on the registry volume."""
+    source = spec.data.source
+    if ":" in source.split("/")[0] or source.startswith(HOME_DIR + "/"):
+        return
+    raise CapabilityError(
+        f"data.source={source} is a file on this machine, which the cluster's pods cannot read; copy it to the "
+        f"registry volume ({kube(settings).registry_claim}, mounted at {HOME_DIR}) and point data.source there, "
+        "or use a builtin: or sklearn: source"
+    )
+
