@@ -57,6 +57,14 @@ def default_storage(home: Path) -> str:
     return f"sqlite:///{home / 'studies.db'}"
 
 
+def _feature_store(spec: PipelineSpec, home: Path):  # noqa: ANN202 - FeatureStore | None
+    if spec.features is None:
+        return None
+    from fabric.features.store import FeatureStore, features_home
+
+    return FeatureStore(features_home(home))
+
+
 def run_pipeline(
     spec: PipelineSpec,
     stack: str,
@@ -76,8 +84,8 @@ def run_pipeline(
     timings: dict[str, float] = {}
     clock = time.monotonic()
 
-    progress.stage("data", spec.data.source)
-    dataset = dataset or prepare(spec)
+    progress.stage("data", spec.data.source + (" + feature tables as of each row's time" if spec.features else ""))
+    dataset = dataset or prepare(spec, feature_store=_feature_store(spec, home))
     timings["data"] = time.monotonic() - clock
 
     budget = budget_s if budget_s is not None else spec.search.budget_s
@@ -112,11 +120,14 @@ def run_pipeline(
         params=trained.params,
         training_rows=len(dataset.train.y) + len(dataset.validation.y),
         source=dataset.source,
+        features=dataset.feature_lineage or {},
     )
     card = model_card(spec, dataset, search, trained, {"higher_is_better": spec.higher_is_better})
     with registry.stage() as staged:
         (staged / "model.onnx").write_bytes(trained.onnx)
         (staged / "schema.json").write_text(json.dumps(dataset.schema.to_dict(), indent=2))
+        if dataset.feature_set is not None:  # what the server looks up per entity id
+            (staged / "features.json").write_text(json.dumps(dataset.feature_set.to_dict(), indent=2))
         write_model_card(card, staged)
         (staged / "report.html").write_text(report_module.render(card, search))
         version = registry.register(
