@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from fabric.errors import SpecError
-from fabric.features.definitions import load_feature_set
+from fabric.features.definitions import FeatureSet, load_feature_set
 from fabric.features.store import FeatureStore
 from fabric.spec import load_pipeline
 from tests.conftest import ROOT, write_spec
@@ -49,6 +50,10 @@ def test_module_tables_are_loaded_and_checked(tmp_path: Path) -> None:
     assert [t.address for t in features.tables] == ["card_activity:v1", "card_history:v1"]
     assert all(t.key == "card_id" for t in features.tables)
     assert features.names == ["spend_24h", "txn_count_24h", "txn_count_7d", "txn_count_30d", "avg_amount_30d"]
+    # what a model carries (features.json) rebuilds the same definitions, transformations unloaded
+    shipped = FeatureSet.from_dict(json.loads(json.dumps(features.to_dict())))
+    assert shipped.versions() == features.versions() and shipped.names == features.names
+    assert [t.transformation for t in shipped.tables] == [None, None]
 
     bad = tmp_path / "bad_features.py"
     cases = [

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "run": ("fabric.cli.run", "run", "Run a pipeline spec: search -> train -> register."),
     "demo": ("fabric.cli.demo", "demo", "The whole lifecycle end to end on the embedded data."),
     "models": ("fabric.cli.models", "models", "List, inspect and re-alias registered models."),
+    "features": ("fabric.cli.features", "features", "Feature tables: apply, materialize, get, skew."),
 }
 
 

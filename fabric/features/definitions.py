@@ -60,6 +60,9 @@ class FeatureTable:
     ttl: str | None = None
     description: str = ""
     key: str = ""  # the entity column; set from the spec's `features.entity`
+    # rebuilt from a model's features.json: the definition as recorded (its transformation is not
+    # loaded, but its identity still counts in the hash)
+    recorded: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         features = tuple(Feature(**f) if isinstance(f, dict) else f for f in self.features)
@@ -79,6 +82,8 @@ class FeatureTable:
 
     def definition(self) -> dict[str, Any]:
         """Everything that changes the values, in a canonical form."""
+        if self.recorded is not None:
+            return dict(self.recorded)
         source = self.source
         if ":" not in source.split("/")[0] and source != "data":
             source = Path(source).name  # the file, wherever the project is checked out
@@ -138,6 +143,7 @@ class FeatureSet:
                 source=t["source"],
                 ttl=t["ttl"],
                 features=tuple(Feature(f["name"], f["type"], f["ttl"], f["default"]) for f in t["features"]),
+                recorded={k: v for k, v in t.items() if k not in ("hash", "description")},
             )
             for t in raw["tables"]
         )

@@ -27,11 +27,16 @@ from fabric.features.definitions import FeatureSet, FeatureTable
 from fabric.features.values import NO_TIME, ns_to_text, parse_time, resolve
 
 _META = "fabric_feature_tables"
+_CHUNK = 500  # keys per SQLite IN (...) query, well under its bound-parameter limit
 
 
 def table_name(table: FeatureTable) -> str:
     # names are checked identifiers ([a-z][a-z0-9_]*), so quoting them is enough
     return f'"{table.name}__v{table.version}"'
+
+
+def _columns(table: FeatureTable) -> str:
+    return ", ".join(f'"{n}"' for n in table.names)
 
 
 @dataclass(frozen=True)
@@ -157,13 +162,15 @@ class SQLiteOnlineStore(OnlineStore):
 
     def read(self, table: FeatureTable, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         db = self._connection()
-        select = ", ".join(f'"{n}"' for n in table.names)
-        if len(keys) == 1:
-            query, args = f"SELECT entity, stamped, {select} FROM {table_name(table)} WHERE entity = ?", (keys[0],)
-        else:
-            marks = ", ".join("?" * len(keys))
-            query, args = f"SELECT entity, stamped, {select} FROM {table_name(table)} WHERE entity IN ({marks})", tuple(keys)
-        found = {row[0]: row[1:] for row in db.execute(query, args)}
+        select = f"SELECT entity, stamped, {_columns(table)} FROM {table_name(table)}"
+        if len(keys) == 1:  # the per-request case: one primary-key read
+            found = {row[0]: row[1:] for row in db.execute(f"{select} WHERE entity = ?", (keys[0],))}
+            return _rows(table, keys, found)
+        found = {}
+        for start in range(0, len(keys), _CHUNK):
+            chunk = tuple(keys[start : start + _CHUNK])
+            query = f"{select} WHERE entity IN ({', '.join('?' * len(chunk))})"
+            found.update((row[0], row[1:]) for row in db.execute(query, chunk))
         return _rows(table, keys, found)
 
     def tables(self) -> dict[tuple[str, int], StoredTable]:
@@ -251,9 +258,8 @@ class PostgresOnlineStore(OnlineStore):
             )
 
     def read(self, table: FeatureTable, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        select = ", ".join(f'"{n}"' for n in table.names)
         with self._connection().cursor() as cur:
-            cur.execute(f"SELECT entity, stamped, {select} FROM {table_name(table)} WHERE entity = ANY(%s)", (list(keys),))
+            cur.execute(f"SELECT entity, stamped, {_columns(table)} FROM {table_name(table)} WHERE entity = ANY(%s)", (list(keys),))
             found = {row[0]: row[1:] for row in cur.fetchall()}
         return _rows(table, keys, found)
 

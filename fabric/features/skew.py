@@ -22,6 +22,7 @@ import pandas as pd
 from fabric.errors import DataError
 from fabric.features.definitions import FeatureSet
 from fabric.features.offline import TableFrame, point_in_time_join
+from fabric.features.values import to_ns
 
 _AT = "__served_at"
 EXAMPLES = 5
@@ -82,23 +83,25 @@ def skew_check(
     usable = []
     for i, record in enumerate(records):
         values = record.get("values")
-        if record.get("entity_id") in (None, "") or not isinstance(values, dict):
-            unusable.append(i)
-        else:
-            usable.append(i)
+        numeric = isinstance(values, dict) and all(v is None or isinstance(v, int | float) for v in values.values())
+        (usable if record.get("entity_id") not in (None, "") and numeric else unusable).append(i)
     if len(usable) > sample:
         usable = sorted(np.random.default_rng(seed).choice(usable, size=sample, replace=False).tolist())
     names = features.names
     report = SkewReport(len(records), 0, 0, 0.0, max_mismatch_rate, False, {n: 0 for n in names})
     if unusable:
-        report.unusable["without entity_id or values"] = {"count": len(unusable), "records": unusable[:10]}
+        report.unusable["without an entity_id or numeric values"] = {"count": len(unusable), "records": unusable[:10]}
     if not usable:
         return report
-    chosen = [records[i] for i in usable]
-    events = pd.DataFrame({features.entity: [str(r["entity_id"]) for r in chosen], _AT: [r.get("at") for r in chosen]})
+    at, bad_time = to_ns(pd.Series([records[i].get("at") for i in usable], dtype=object), "at", "capture")
+    if bad_time.any():
+        rows = [usable[i] for i in np.flatnonzero(bad_time)]
+        report.unusable["with a missing or unparsable at"] = {"count": len(rows), "records": rows[:10]}
+    chosen = [records[i] for i, bad in zip(usable, bad_time, strict=True) if not bad]
+    if not chosen:
+        return report
+    events = pd.DataFrame({features.entity: [str(r["entity_id"]) for r in chosen], _AT: pd.to_datetime(at[~bad_time], unit="ns")})
     joined = point_in_time_join(events, features.entity, _AT, tables, where="capture")
-    if joined.rejected.count:
-        report.unusable.update({f"served_at {k}": v for k, v in joined.rejected.summary().items()})
     accepted = joined.accepted
     online = np.array(
         [[np.nan if chosen[i]["values"].get(n) is None else float(chosen[i]["values"][n]) for n in names] for i in accepted],
