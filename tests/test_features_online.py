@@ -176,3 +176,25 @@ def test_online_store_urls() -> None:
     sagemaker = open_online_store("sagemaker://fraud-prod")
     with pytest.raises(CapabilityError, match=r"SageMaker Feature Store online store is not implemented yet"):
         sagemaker.tables()
+
+
+def test_request_records_are_completed_with_overrides_winning(tmp_path: Path, online: OnlineStore) -> None:
+    spec = _spec(tmp_path)
+    features = load_feature_set(spec)
+    FeatureStore(tmp_path / "features", online).materialize(features, spec.data, end=T.value)
+    served = OnlineFeatures(online, features)
+    looked_up = dict(zip(served.names, served.lookup(["card-001"], T.value)[0][0].tolist(), strict=True))
+    records = [
+        {"entity_id": "card-001", "amount": 12.5, "channel": "web"},
+        {"card_id": "card-001", "amount": 3.0, "spend_24h": 999.0},  # the entity column works too; an override
+        {"amount": 1.0, **dict.fromkeys(served.names, 0.0)},  # no entity: supplies the features itself
+        {"entity_id": "card-unknown", "amount": 2.0},
+    ]
+    done = served.complete(records, T.value)
+    assert done.missing == ["card-unknown"]
+    assert done.records[0] == {"amount": 12.5, "channel": "web", **{k: (None if v != v else v) for k, v in looked_up.items()}}
+    assert done.records[1]["spend_24h"] == 999.0 and done.records[1]["txn_count_7d"] == looked_up["txn_count_7d"]
+    assert "card_id" not in done.records[1] and done.records[2] == records[2]
+    # capture keeps what was looked up, before the override, for the skew check
+    assert done.lookups[1]["values"]["spend_24h"] == looked_up["spend_24h"] and done.lookups[2] is None
+    assert done.lookups[0]["at"] == "2026-02-10T12:00:00Z"

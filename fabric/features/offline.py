@@ -53,7 +53,12 @@ class Rejected:
 
 @dataclass
 class TableFrame:
-    """A feature table's rows, checked: key (str), time (int64 ns), values [n, F] float64, by time."""
+    """A feature table's rows, checked: key (str), time (int64 ns), values [n, F] float64, by time.
+
+    `codes`/`uniques` factorise the keys (keys == uniques[codes]); they are worked out once per
+    table, when it is computed or read back (a dictionary-encoded column in the offline file), so a
+    join hashes only the events' ids.
+    """
 
     table: FeatureTable
     keys: np.ndarray
@@ -61,32 +66,47 @@ class TableFrame:
     values: np.ndarray
     rejected: Rejected = field(default_factory=Rejected)
     duplicates: int = 0
+    codes: np.ndarray | None = field(default=None, repr=False)
+    uniques: np.ndarray | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return len(self.keys)
 
+    def factorized(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.codes is None or self.uniques is None:
+            self.codes, self.uniques = pd.factorize(self.keys)
+        return self.codes, self.uniques
+
     def to_frame(self) -> pd.DataFrame:
+        codes, uniques = self.factorized()
         frame = pd.DataFrame(self.values, columns=self.table.names)
         frame.insert(0, self.table.event_time, pd.to_datetime(self.times, unit="ns"))
-        frame.insert(0, self.table.key, self.keys)
+        frame.insert(0, self.table.key, pd.Categorical.from_codes(codes, pd.Index(uniques, dtype=object)))
         return frame
 
     @classmethod
     def from_frame(cls, table: FeatureTable, frame: pd.DataFrame) -> TableFrame:
         """Rebuild from the offline store's file (written by `to_frame`, already checked)."""
+        keys = frame[table.key]
+        codes = uniques = None
+        if isinstance(keys.dtype, pd.CategoricalDtype):
+            codes, uniques = keys.cat.codes.to_numpy().astype(np.int64), keys.cat.categories.to_numpy(dtype=object)
         return cls(
             table,
-            frame[table.key].to_numpy(dtype=object),
+            keys.to_numpy(dtype=object),
             frame[table.event_time].to_numpy().astype("datetime64[ns]").view(np.int64),
             frame[table.names].to_numpy(dtype=np.float64),
+            codes=codes,
+            uniques=uniques,
         )
 
     def latest(self, end: int | None = None) -> TableFrame:
         """The last row per entity stamped at or before `end`: what the online store holds."""
         keep = np.ones(len(self), dtype=bool) if end is None else self.times <= end
+        codes, _ = self.factorized()
         keys, times, values = self.keys[keep], self.times[keep], self.values[keep]
         # rows are in time order, so the last occurrence of a key is its latest value
-        last = ~pd.Series(keys).duplicated(keep="last").to_numpy()
+        last = ~pd.Series(codes[keep]).duplicated(keep="last").to_numpy()
         return TableFrame(self.table, keys[last], times[last], values[last])
 
 
@@ -135,12 +155,13 @@ def compute_table(table: FeatureTable, source: pd.DataFrame) -> TableFrame:
     times = times[keep]
     order = np.argsort(times, kind="stable")
     keys, times, values = keys[order], times[order], values[order]
+    codes, uniques = pd.factorize(keys)
     # two rows for one (entity, time) would make "the value at that time" ambiguous: the last one
     # written wins, as in an upsert
-    duplicated = pd.DataFrame({"k": keys, "t": times}).duplicated(keep="last").to_numpy()
+    duplicated = pd.DataFrame({"c": codes, "t": times}).duplicated(keep="last").to_numpy()
     if duplicated.any():
-        keys, times, values = keys[~duplicated], times[~duplicated], values[~duplicated]
-    return TableFrame(table, keys, times, values, rejected, int(duplicated.sum()))
+        keys, times, values, codes = keys[~duplicated], times[~duplicated], values[~duplicated], codes[~duplicated]
+    return TableFrame(table, keys, times, values, rejected, int(duplicated.sum()), codes, uniques)
 
 
 @dataclass
@@ -181,24 +202,28 @@ def point_in_time_join(
     columns: dict[str, np.ndarray] = {}
     stamped: dict[str, np.ndarray] = {}
     for table, right_codes in zip(tables, table_codes, strict=True):
-        matched = _asof_rows(left, table, right_codes)
+        matched = np.empty(len(order), dtype=np.int64)
+        matched[order] = _asof_rows(left, table, right_codes)  # back to the events' own order
         found = matched >= 0
-        safe = np.where(found, matched, 0)
-        values_sorted = np.where(found[:, None], table.values[safe] if len(table) else np.nan, np.nan)
-        stamped_sorted = np.where(found, table.times[safe] if len(table) else NO_TIME, NO_TIME)
-        resolved = resolve(table.table, values_sorted, stamped_sorted, times[order])
-        # back to the events' own order
-        restored = np.empty_like(resolved)
-        restored[order] = resolved
-        stamps = np.empty_like(stamped_sorted)
-        stamps[order] = stamped_sorted
+        row = np.where(found, matched, 0)
+        stamps = np.where(found, table.times[row], NO_TIME) if len(table) else np.full(len(row), NO_TIME)
+        # a row that matched nothing carries NO_TIME, so `resolve` never uses the value gathered for it
+        values = table.values[row] if len(table) else np.full((len(row), len(table.table.features)), np.nan)
+        resolved = resolve(table.table, values, stamps, times)
         stamped[table.table.name] = stamps
         for j, name in enumerate(table.table.names):
-            columns[name] = restored[:, j]
+            columns[name] = resolved[:, j]
 
-    frame = events.iloc[accepted].reset_index(drop=True)
-    frame[time_column] = pd.to_datetime(times, unit="ns")
-    frame = pd.concat([frame, pd.DataFrame(columns)], axis=1)
+    data: dict[str, Any] = {}
+    for column in events.columns:
+        series = events[column]
+        if column == time_column:
+            data[column] = pd.to_datetime(times, unit="ns")
+        elif isinstance(series.dtype, np.dtype):
+            data[column] = series.to_numpy()[accepted]
+        else:  # extension types (categorical, nullable, string) keep their dtype
+            data[column] = series.take(accepted).reset_index(drop=True)
+    frame = pd.DataFrame({**data, **columns}, copy=False)
     if len(frame) != len(accepted):  # merge_asof is a left join; this guards the exactly-once promise
         raise AssertionError(f"join returned {len(frame)} rows for {len(accepted)} accepted events")
     return JoinResult(frame=frame, rejected=rejected, stamped=stamped, accepted=accepted)
@@ -218,7 +243,7 @@ def key_text(keys: pd.Series) -> pd.Series:
 def _entity_codes(keys: np.ndarray, tables: Sequence[TableFrame]) -> tuple[np.ndarray, list[np.ndarray]]:
     """Integer codes for entity ids, shared by the events and every table: each id is hashed once
     per row, and an id no table knows gets -1 (it matches nothing)."""
-    factorized = [pd.factorize(t.keys) for t in tables]
+    factorized = [t.factorized() for t in tables]
     known = pd.Index(np.concatenate([u for _, u in factorized])).unique() if tables else pd.Index([], dtype=object)
     table_codes = [known.get_indexer(uniques)[codes] if len(codes) else codes for codes, uniques in factorized]
     return known.get_indexer(keys), table_codes

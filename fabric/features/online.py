@@ -336,6 +336,16 @@ def open_online_store(url: str) -> OnlineStore:
 # What the model server calls per request
 
 
+ENTITY_ID = "entity_id"  # the request field naming the entity (the spec's entity column works too)
+
+
+@dataclass(frozen=True)
+class Completed:
+    records: list[dict[str, Any]]  # the request's records, table features filled in, entity field removed
+    missing: list[str]  # entity ids to answer 404 for (policy `reject`)
+    lookups: list[dict[str, Any] | None]  # per record, what `capture` returns (None: nothing looked up)
+
+
 @dataclass(frozen=True)
 class LookupDetail:
     rows: np.ndarray  # [n, F] float64, the values the model sees (ttl and defaults applied)
@@ -403,3 +413,32 @@ class OnlineFeatures:
             "at": ns_to_text(at),
             "values": {n: (None if v != v else float(v)) for n, v in zip(self.names, row.tolist(), strict=True)},
         }
+
+    def complete(self, records: Sequence[dict[str, Any]], at: object = None) -> Completed:
+        """Fill request records in for the model: `{"entity_id": "card-7", "amount": 12.5, ...}`
+        gets every table feature the record does not supply itself (a supplied value overrides the
+        looked-up one). A record without an entity id is passed through: it must supply the table
+        features directly. One store read per table for the whole request.
+        """
+        keys = (ENTITY_ID, self.entity)
+        positions, ids = [], []
+        for i, record in enumerate(records):
+            entity = record.get(ENTITY_ID, record.get(self.entity))
+            if entity is not None:
+                positions.append(i)
+                ids.append(str(entity))
+        completed = [{k: v for k, v in r.items() if k not in keys} for r in records]
+        lookups: list[dict[str, Any] | None] = [None] * len(records)
+        if not ids:
+            return Completed(completed, [], lookups)
+        detail = self.lookup_detail(ids, at)
+        missing = [] if self.on_unknown != "reject" else [ids[j] for j in np.flatnonzero(~detail.known)]
+        names = self.names
+        for j, i in enumerate(positions):
+            values = detail.rows[j].tolist()
+            record = completed[i]
+            for name, value in zip(names, values, strict=True):
+                if name not in record:
+                    record[name] = None if value != value else value  # NaN -> null, as a request would send it
+            lookups[i] = self.capture(ids[j], detail.at, detail.rows[j])
+        return Completed(completed, missing, lookups)
