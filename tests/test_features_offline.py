@@ -160,3 +160,31 @@ def test_prepare_builds_the_training_set_from_the_feature_tables(tmp_path: Path)
     raw["data"]["features"] = ["amount"]
     (tmp_path / "spec.yaml").write_text(yaml.safe_dump(raw))
     assert prepare(load_pipeline(tmp_path / "spec.yaml")).schema.names == ["amount", "score"]
+
+
+def test_integer_ids_match_their_text_form() -> None:
+    table = FeatureTable(name="t", key="user", features=(Feature("x"),))
+    computed = compute_table(table, pd.DataFrame({"user": [7, 8], "event_time": [START, START], "x": [1.0, 2.0]}))
+    events = pd.DataFrame({"user": [8.0, np.nan, 7.0], "event_time": [START + HOUR] * 3})  # floats: a missing id
+    joined = point_in_time_join(events, "user", "event_time", [computed])
+    assert joined.frame["x"].tolist() == [2.0, 1.0] and joined.rejected.rows == {"with a missing user": [1]}
+
+
+def test_tables_are_computed_once_per_definition_and_rows(tmp_path: Path) -> None:
+    from fabric.data.cards import generate_card_fraud
+    from fabric.features.definitions import load_feature_set
+    from fabric.features.store import FeatureStore
+    from tests.conftest import ROOT
+
+    spec = load_pipeline(write_spec(tmp_path, data={"source": "builtin:fraud-cards", "rows": 2000},
+                                    features={"entity": "card_id", "module": str(ROOT / "pipelines/fraud_features.py")}))  # fmt: skip
+    table = load_feature_set(spec).tables[0]
+    store = FeatureStore(tmp_path / "store")
+    first, computed = store.offline_table(table, spec.data)
+    assert computed and len(first) == 2000
+    again, computed = store.offline_table(table, spec.data)
+    assert not computed and np.array_equal(again.values, first.values) and list(again.keys) == list(first.keys)
+    # fresh rows (a retrain on drifted data) are not served features computed from the old ones
+    fresh = generate_card_fraud(2000, seed=0, drift=1.0)
+    assert store.offline_table(table, spec.data, fresh)[1]
+    assert store.offline_table(table, spec.data, fresh)[1] is False

@@ -291,9 +291,10 @@ class SageMakerOnlineStore(OnlineStore):
     """The SageMaker Feature Store online store (not implemented yet: every call says so).
 
     The mapping it is to follow, so that the rest of `fabric.features` does not change:
-      - one FeatureGroup per table version, named `<prefix>-<table>-v<version>`, record identifier
-        `entity`, event time feature `stamped` (ISO 8601), one Fractional feature per feature;
-        the definition hash in the group's Description, so `tables()` can compare it;
+      - one FeatureGroup per table version: the groups infra/feature_table.py provisions are named
+        `fabric-<stack>-<table>` (`_` -> `-`), keyed by the entity column and the event time; add
+        `-v<version>` from version 2 on; one Fractional feature per feature; the definition hash
+        in a tag (`fabric:definition`), so `tables()` can compare it;
       - `write`: PutRecord per latest row (the offline copy stays in fabric's own offline store,
         so the groups are created with OnlineStoreConfig only);
       - `read`: BatchGetRecord for the keys (up to 100 per call), missing keys -> NO_TIME and NaN;

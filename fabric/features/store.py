@@ -148,7 +148,9 @@ class FeatureStore:
         import pyarrow.parquet as pq
 
         path = self._offline_path(table)
-        identity = source_identity(table, data)
+        if table.source == "data" and data_frame is None:
+            data_frame = _load_data(data)
+        identity = source_identity(table, data, data_frame)
         if path.is_file() and not refresh:
             meta = pq.read_schema(path).metadata or {}
             stored = json.loads(meta.get(b"fabric", b"{}"))
@@ -238,8 +240,14 @@ def load_source(table: FeatureTable, data: DataSpec, data_frame: pd.DataFrame | 
     return _load_data(data.model_copy(update={"source": table.source}))
 
 
-def source_identity(table: FeatureTable, data: DataSpec) -> dict[str, Any]:
-    """What a computed table was computed from: a builtin source's parameters, or a file's size and time."""
+def source_identity(table: FeatureTable, data: DataSpec, data_frame: pd.DataFrame | None = None) -> dict[str, Any]:
+    """What a computed table was computed from: for the spec's own data, the rows themselves (a
+    retrain on fresh rows must not reuse tables computed from older ones); else a builtin source's
+    parameters, or a file's size and modification time."""
+    if table.source == "data" and data_frame is not None:
+        from fabric.data.dataset import fingerprint
+
+        return {"source": "data", "rows": fingerprint(data_frame)}
     source = data.source if table.source == "data" else table.source
     identity: dict[str, Any] = {"source": source}
     if ":" in source.split("/")[0]:
