@@ -320,6 +320,15 @@ class SageMakerOnlineStore(OnlineStore):
         raise self._missing()
 
 
+def _at_ns(at: object) -> int:
+    """None -> now; int -> already ns since the epoch (UTC); else ISO 8601 text or a datetime."""
+    if at is None:
+        return time.time_ns()
+    if isinstance(at, int) and not isinstance(at, bool):
+        return at
+    return parse_time(at, "at")
+
+
 def open_online_store(url: str) -> OnlineStore:
     if url.startswith("sqlite:///"):
         return SQLiteOnlineStore(Path(url.removeprefix("sqlite:///")))
@@ -394,7 +403,7 @@ class OnlineFeatures:
         return detail.rows, []
 
     def lookup_detail(self, entity_ids: Sequence[str], at: object = None) -> LookupDetail:
-        at_ns = time.time_ns() if at is None else (at if isinstance(at, int) and not isinstance(at, bool) else parse_time(at, "at"))
+        at_ns = _at_ns(at)
         keys = [str(e) for e in entity_ids]
         parts, stamped = [], {}
         known = np.zeros(len(keys), dtype=bool)
