@@ -60,6 +60,14 @@ def default_storage(home: Path) -> str:
     return f"sqlite:///{home / 'studies.db'}"
 
 
+def _feature_store(spec: PipelineSpec, home: Path):  # noqa: ANN202 - FeatureStore | None
+    if spec.features is None:
+        return None
+    from fabric.features.store import FeatureStore, features_home
+
+    return FeatureStore(features_home(home))
+
+
 def run_pipeline(
     spec: PipelineSpec,
     stack: str,
@@ -81,8 +89,8 @@ def run_pipeline(
     timings: dict[str, float] = {}
     clock = time.monotonic()
 
-    progress.stage("data", spec.data.source)
-    dataset = dataset or prepare(spec)
+    progress.stage("data", spec.data.source + (" + feature tables as of each row's time" if spec.features else ""))
+    dataset = dataset or prepare(spec, feature_store=_feature_store(spec, home))
     timings["data"] = time.monotonic() - clock
 
     if search is None:
@@ -128,6 +136,7 @@ def run_pipeline(
         params=trained.params,
         training_rows=len(dataset.train.y) + len(dataset.validation.y),
         source=dataset.source,
+        features=dataset.feature_lineage or {},
     )
     card = model_card(
         spec,
@@ -150,6 +159,8 @@ def run_pipeline(
         build_profile(dataset.schema, dataset.test.frame, served_scores).save(staged / "profile.json")
         # the version carries its own rollout, serving and drift policy to deploy and monitor
         (staged / "spec.json").write_text(json.dumps(spec.model_dump(mode="json"), indent=2))
+        if dataset.feature_set is not None:  # what the server looks up per entity id
+            (staged / "features.json").write_text(json.dumps(dataset.feature_set.to_dict(), indent=2))
         write_model_card(card, staged)
         (staged / "report.html").write_text(report_module.render(card, search))
         version = registry.register(

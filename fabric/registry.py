@@ -71,6 +71,9 @@ class Lineage:
     approvals: tuple[dict[str, str], ...] = ()
     promoted_from: str | None = None  # e.g. "staging/fraud:4"
     precision: str = "fp32"  # of the served model.onnx (quantization's choice)
+    # trained on feature tables: training_set_fingerprint, events_fingerprint, tables (name -> version
+    # and definition hash), rows and rejected_rows of the point-in-time join
+    features: dict[str, Any] = field(default_factory=dict)
 
     def missing(self) -> list[str]:
         """Fields a complete lineage must have (the policy rule reads this)."""

@@ -13,10 +13,10 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from fabric.errors import SpecError
@@ -122,6 +122,113 @@ class DriftSpec(_Strict):
     retrain_budget_s: float | None = Field(None, gt=0)
 
 
+_IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*(s|m|h|d|w)$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration_seconds(text: str) -> float:
+    """`90s`, `15m`, `24h`, `7d`, `2w` -> seconds."""
+    match = _DURATION.match(str(text).strip())
+    if not match or float(match[1]) <= 0:
+        raise ValueError(f"duration {text!r} is not valid; write a positive number and a unit s, m, h, d or w, e.g. 24h or 7d")
+    return float(match[1]) * _DURATION_UNITS[match[2]]
+
+
+def _identifier(name: str) -> str:
+    if not _IDENTIFIER.match(name):
+        raise ValueError("must be lowercase letters, digits and '_', starting with a letter (a SQL table or column name)")
+    return name
+
+
+def _duration(text: str) -> str:
+    duration_seconds(text)
+    return text
+
+
+Identifier = Annotated[str, AfterValidator(_identifier)]
+Duration = Annotated[str, AfterValidator(_duration)]
+
+
+class FeatureColumnSpec(_Strict):
+    """One feature of a feature table: a numeric value per entity and time."""
+
+    name: Identifier
+    type: Literal["float", "int", "bool"] = "float"
+    ttl: Duration | None = Field(None, description="overrides the table's ttl for this feature")
+    default: float | None = Field(None, description="served and joined when there is no value (none, expired, unknown entity)")
+    description: str = ""
+
+
+class FeatureTableSpec(_Strict):
+    """A feature table: values of `features` per entity, each stamped with the time it became known.
+
+    `source` is `data` (the spec's own data source), `builtin:<name>`, `sklearn:<name>` or a .csv or
+    .parquet file relative to the spec; `transformation` is `module:function` or `file.py:function`
+    (a function DataFrame -> DataFrame with the entity column, `event_time` and the features).
+    """
+
+    name: Identifier
+    version: int = Field(1, ge=1)
+    source: str = "data"
+    event_time: str = "event_time"
+    transformation: str | None = None
+    ttl: Duration | None = Field(None, description="a value older than this is not used (7d, 24h, ...); none: never expires")
+    features: list[FeatureColumnSpec] = Field(min_length=1)
+    description: str = ""
+
+    @field_validator("transformation")
+    @classmethod
+    def _transformation(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[^:]+:[A-Za-z_][A-Za-z0-9_]*$", value):
+            raise ValueError("must be `module:function` or `file.py:function`, e.g. features.py:card_activity")
+        return value
+
+    @model_validator(mode="after")
+    def _unique_features(self) -> FeatureTableSpec:
+        names = [f.name for f in self.features]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"feature names must be unique within a table; rename {duplicates}")
+        return self
+
+
+class SkewSpec(_Strict):
+    sample: int = Field(1000, gt=0, description="served requests compared with the offline store per check")
+    tolerance: float = Field(1e-6, ge=0, description="relative difference below which two values agree")
+    max_mismatch_rate: float = Field(0.0, ge=0, le=1, description="alarm above this share of mismatched requests")
+
+
+class FeaturesSpec(_Strict):
+    """Feature tables joined point-in-time to the data's rows for training and looked up for serving.
+
+    The tables are declared here (`tables:`) or in a Python module the spec names (`module:`, a .py
+    file relative to the spec that defines `TABLES`, a list of `fabric.features.FeatureTable`).
+    """
+
+    entity: str = Field(description="the key column shared by the data's rows and every table, e.g. card_id")
+    module: str | None = None
+    tables: list[FeatureTableSpec] = Field(default_factory=list)
+    on_unknown: Literal["reject", "default"] = Field(
+        "reject", description="serving an entity no table knows: reject (404) or serve the features' defaults"
+    )
+    skew: SkewSpec = SkewSpec()
+
+    @model_validator(mode="after")
+    def _one_source_of_tables(self) -> FeaturesSpec:
+        if (self.module is None) == (not self.tables):
+            raise ValueError("needs exactly one of `tables:` (declared here) or `module:` (a .py file defining TABLES)")
+        names = [t.name for t in self.tables]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"table names must be unique; rename {duplicates}")
+        columns = [f.name for t in self.tables for f in t.features]
+        shared = sorted({n for n in columns if columns.count(n) > 1})
+        if shared:
+            raise ValueError(f"feature names must be unique across tables (they become model inputs); rename {shared}")
+        return self
+
+
 class PipelineSpec(_Strict):
     name: str
     data: DataSpec
@@ -133,6 +240,7 @@ class PipelineSpec(_Strict):
     rollout: RolloutSpec = RolloutSpec()
     serving: ServingSpec = ServingSpec()
     drift: DriftSpec = DriftSpec()
+    features: FeaturesSpec | None = None
 
     @field_validator("name")
     @classmethod
@@ -154,6 +262,12 @@ class PipelineSpec(_Strict):
                 raise ValueError(
                     f"search.objectives has {objective!r}; objectives are the metric ({self.metric}) and {LATENCY_OBJECTIVE}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _features_need_time(self) -> PipelineSpec:
+        if self.features is not None and self.data.time_column is None:
+            raise ValueError("features: joins feature tables as of each row's time; set data.time_column")
         return self
 
     @property
@@ -419,13 +533,33 @@ def load_pipeline(path: str | Path) -> PipelineSpec:
     return resolve_source(spec, path.parent)
 
 
+def _is_file_path(source: str) -> bool:
+    return ":" not in source.split("/")[0] and source != "data"
+
+
+def _absolute(path: str, base: Path) -> str:
+    return path if Path(path).is_absolute() else str((base / path).resolve())
+
+
 def resolve_source(spec: PipelineSpec, base: Path) -> PipelineSpec:
-    """Make a file source absolute, relative to the spec file's folder."""
-    source = spec.data.source
-    if ":" in source.split("/")[0] or Path(source).is_absolute():
+    """Make file paths (the data source, a features module, table sources and transformation files)
+    absolute, relative to the spec file's folder."""
+    if _is_file_path(spec.data.source):
+        spec = spec.model_copy(update={"data": spec.data.model_copy(update={"source": _absolute(spec.data.source, base)})})
+    if spec.features is None:
         return spec
-    data = spec.data.model_copy(update={"source": str((base / source).resolve())})
-    return spec.model_copy(update={"data": data})
+    features = spec.features
+    tables = []
+    for table in features.tables:
+        update: dict[str, Any] = {}
+        if _is_file_path(table.source):
+            update["source"] = _absolute(table.source, base)
+        module, _, function = (table.transformation or "").rpartition(":")
+        if module.endswith(".py"):
+            update["transformation"] = f"{_absolute(module, base)}:{function}"
+        tables.append(table.model_copy(update=update))
+    module = _absolute(features.module, base) if features.module else None
+    return spec.model_copy(update={"features": features.model_copy(update={"tables": tables, "module": module})})
 
 
 def project_root(start: Path | None = None) -> Path:

@@ -122,7 +122,7 @@ def test_serving_is_probed_on_ping_and_rolls_without_losing_a_ready_pod(tmp_path
                      manifests["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"]):  # fmt: skip
         assert selector.items() <= labels.items()
     hpa = manifests["HorizontalPodAutoscaler"]["spec"]
-    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)  # fabric:endpoints.fraud
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 10)  # fabric:endpoints.fraud
     assert hpa["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
 
 

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "monitor": ("fabric.cli.monitor", "monitor", "Watch live endpoints for drift; retrain and promote on alarm."),
     "labels": ("fabric.cli.monitor", "labels", "Add ground-truth labels for served predictions (joined by request id)."),
     "infra": ("fabric.cli.infra", "infra", "Plan a stack's Pulumi program without credentials (under mocks)."),
+    "features": ("fabric.cli.features", "features", "Feature tables: apply, materialize, get, skew."),
 }
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,10 @@ from fabric.data.schema import Feature, FeatureSchema, is_categorical
 from fabric.data.sources import load_frame
 from fabric.errors import DataError
 from fabric.spec import PipelineSpec
+
+if TYPE_CHECKING:
+    from fabric.features.definitions import FeatureSet
+    from fabric.features.store import FeatureStore
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,9 @@ class Dataset:
     fingerprint: str
     rows: int
     source: str
+    # with `features:` in the spec: the feature set and what lineage records of the training set
+    feature_set: FeatureSet | None = None
+    feature_lineage: dict[str, Any] | None = None
 
     def describe(self) -> dict[str, object]:
         positives = {}
@@ -53,6 +62,7 @@ class Dataset:
             "categorical": self.schema.categorical,
             "split_rows": {"train": len(self.train.y), "validation": len(self.validation.y), "test": len(self.test.y)},
             **positives,
+            **({"feature_tables": self.feature_lineage} if self.feature_lineage else {}),
         }
 
 
@@ -70,15 +80,16 @@ def _missing_column(field: str, name: str, columns: list[str], source: str) -> D
     return DataError(f"{field}={name!r} is not a column of {source}; {hint}")
 
 
-def feature_columns(spec: PipelineSpec, frame: pd.DataFrame) -> list[str]:
+def feature_columns(spec: PipelineSpec, frame: pd.DataFrame, table_features: Sequence[str] = ()) -> list[str]:
+    """data.features (or every column but target, time, id and entity), then the feature tables' columns."""
     data = spec.data
-    reserved = {data.target, data.time_column, data.id_column}
+    reserved = {data.target, data.time_column, data.id_column, spec.features.entity if spec.features else None}
     if data.features is not None:
-        return list(data.features)
+        return [*data.features, *(c for c in table_features if c not in data.features)]
     return [c for c in frame.columns if c not in reserved]
 
 
-def check_frame(spec: PipelineSpec, frame: pd.DataFrame) -> list[str]:
+def check_frame(spec: PipelineSpec, frame: pd.DataFrame, table_features: Sequence[str] = ()) -> list[str]:
     """Validate the frame against the spec; return the feature columns."""
     data = spec.data
     columns = [str(c) for c in frame.columns]
@@ -90,7 +101,7 @@ def check_frame(spec: PipelineSpec, frame: pd.DataFrame) -> list[str]:
         name = getattr(data, field)
         if name is not None and name not in frame.columns:
             raise _missing_column(f"data.{field}", name, columns, data.source)
-    features = feature_columns(spec, frame)
+    features = feature_columns(spec, frame, table_features)
     for i, name in enumerate(features):
         if name not in frame.columns:
             raise _missing_column(f"data.features[{i}]", name, columns, data.source)
@@ -167,10 +178,18 @@ def build_schema(spec: PipelineSpec, frame: pd.DataFrame, features: list[str], t
     return FeatureSchema(tuple(items), task=spec.task, target=spec.data.target, name=spec.name)
 
 
-def prepare(spec: PipelineSpec, frame: pd.DataFrame | None = None) -> Dataset:
-    """Load (unless given), check, split and encode the spec's data."""
+def prepare(spec: PipelineSpec, frame: pd.DataFrame | None = None, feature_store: FeatureStore | None = None) -> Dataset:
+    """Load (unless given), check, split and encode the spec's data. With `features:` in the spec,
+    the rows are the events of a point-in-time join with the feature tables (kept in `feature_store`
+    when given, computed in memory otherwise)."""
     frame = load_frame(spec.data) if frame is None else frame
-    features = check_frame(spec, frame)
+    feature_set, feature_lineage = None, None
+    if spec.features is not None:
+        from fabric.features.store import build_training_set
+
+        training, feature_set = build_training_set(spec, frame, feature_store)
+        frame, feature_lineage = training.frame, training.lineage
+    features = check_frame(spec, frame, feature_set.names if feature_set else ())
     target = frame[spec.data.target]
     y = _binary_labels(target) if spec.task == "binary" else target.to_numpy(dtype=np.float64)
     train_rows, val_rows, test_rows = split_indices(spec, frame, y)
@@ -178,7 +197,8 @@ def prepare(spec: PipelineSpec, frame: pd.DataFrame | None = None) -> Dataset:
         raise DataError(f"data.target={spec.data.target!r}: the training split has one class; add positive examples")
     schema = build_schema(spec, frame, features, train_rows)
     X = schema.encode(frame)
-    keep = [c for c in [spec.data.id_column, spec.data.time_column, *features, spec.data.target] if c]
+    entity = spec.features.entity if spec.features else None
+    keep = [c for c in [spec.data.id_column, spec.data.time_column, entity, *features, spec.data.target] if c]
 
     def part(rows: np.ndarray) -> Split:
         return Split(X=X[rows], y=y[rows], frame=frame.iloc[rows][keep].reset_index(drop=True))
@@ -191,4 +211,6 @@ def prepare(spec: PipelineSpec, frame: pd.DataFrame | None = None) -> Dataset:
         fingerprint=fingerprint(frame),
         rows=len(frame),
         source=spec.data.source,
+        feature_set=feature_set,
+        feature_lineage=feature_lineage,
     )

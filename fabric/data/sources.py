@@ -10,7 +10,7 @@ import pandas as pd
 from fabric.errors import DataError
 from fabric.spec import DataSpec
 
-BUILTINS = ("fraud",)
+BUILTINS = ("fraud", "fraud-cards")
 # scikit-learn sets that ship inside the package (no fetch_* loaders: those download)
 SKLEARN_BUNDLED = ("diabetes", "breast_cancer", "wine", "iris")
 
@@ -27,6 +27,10 @@ def load_frame(data: DataSpec) -> pd.DataFrame:
 def _builtin(data: DataSpec, name: str) -> pd.DataFrame:
     if name not in BUILTINS:
         raise DataError(f"data.source=builtin:{name} is unknown; use one of {[f'builtin:{b}' for b in BUILTINS]}")
+    if name == "fraud-cards":
+        from fabric.data.cards import generate_card_fraud
+
+        return generate_card_fraud(rows=data.rows or 100_000, seed=data.seed, drift=data.drift)
     from fabric.data.synthetic import generate_fraud
 
     return generate_fraud(rows=data.rows or 100_000, seed=data.seed, drift=data.drift)
