@@ -113,3 +113,34 @@ def test_run_trains_on_the_point_in_time_training_set_and_ships_the_lookup_contr
     online = OnlineFeatures.from_model(artifacts, open_online_store(f"sqlite:///{home / 'dev' / 'features' / 'online.db'}"))
     rows, missing = online.lookup(["card-001"], AT)
     assert missing == [] and rows.shape == (1, 5) and not np.isnan(rows[0, :4]).any()
+
+
+def test_the_model_server_completes_entity_ids_from_the_online_store(spec: Path, home: Path) -> None:
+    import httpx
+
+    from fabric.backends import backend_for
+    from fabric.spec import load_stack
+
+    assert fabric_cli("run", str(spec)).returncode == 0
+    assert fabric_cli("features", "materialize", str(spec)).returncode == 0
+    backend = backend_for(load_stack("dev"))
+    version = backend.registry.get("cards:1")
+    schema = json.loads((version.path / "schema.json").read_text())
+    table_features = {"spend_24h", "txn_count_24h", "txn_count_7d", "txn_count_30d", "avg_amount_30d"}
+    request = {f["name"]: (f["categories"][0] if f["kind"] == "categorical" else 10.0)
+               for f in schema["features"] if f["name"] not in table_features}  # fmt: skip
+    deployed = backend.deploy("cards:1", "all_at_once")
+    try:
+        known = httpx.post(f"{deployed.url}/invocations", json={"records": [{**request, "entity_id": "card-001"}]})
+        assert known.status_code == 200, known.text
+        assert 0.0 <= known.json()["predictions"][0] <= 1.0
+        unknown = httpx.post(f"{deployed.url}/invocations", json={"records": [{**request, "entity_id": "no-such-card"}]})
+        assert unknown.status_code == 404 and "no-such-card" in unknown.json()["error"]
+        without = httpx.post(f"{deployed.url}/invocations", json={"records": [request]})  # table features not supplied
+        assert without.status_code == 422 and "misses feature" in without.json()["error"]
+        httpx.post(f"{deployed.url}/admin/flush")
+        lines = [json.loads(x) for f in backend._deployer().endpoints.capture_dir("cards").glob("*.jsonl")
+                 for x in f.read_text().splitlines()]  # fmt: skip
+        assert lines and "feature_lookup" in lines[0]
+    finally:
+        backend._deployer().endpoints.stop("cards")

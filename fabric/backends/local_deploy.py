@@ -150,7 +150,8 @@ class LocalDeployer:
         return self.endpoints.start(name, version.path, version.address, self._capture_rate(name, serving), serving.max_body_bytes)
 
     def _load(self, state: EndpointState, slot: str, version: ModelVersion) -> None:
-        self.endpoints.admin(state, "load", {"slot": slot, "path": str(version.path), "version": version.address})
+        self.endpoints.admin(state, "load", {"slot": slot, "path": str(version.path), "version": version.address,
+                                             "stack": self.settings.env})  # fmt: skip
 
     def _finish(
         self, state: EndpointState, version: ModelVersion, strategy: str, outcome: str, previous: str | None,

@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from fabric.serving.app import ModelServer
     from fabric.serving.capture import Capture
+    from fabric.errors import FabricError
     from fabric.serving.model import LoadedModel
 
     if args.model:
@@ -47,8 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     capture = Capture(args.capture_dir, args.capture_rate) if args.capture_dir else None
     server = ModelServer(capture=capture, max_body_bytes=args.max_body_bytes)
     try:
-        server.slots["champion"] = LoadedModel.load(args.model_dir, args.version)
-    except (OSError, ValueError) as exc:
+        server.slots["champion"] = LoadedModel.load(args.model_dir, args.version, args.stack)
+    except (OSError, ValueError, FabricError) as exc:
         raise SystemExit(f"error: --model-dir={args.model_dir}: {exc}") from None
     uvicorn.run(server, host=args.host, port=args.port, loop="uvloop", http="httptools", access_log=False,
                 log_level="warning", lifespan="on", workers=1)  # fmt: skip

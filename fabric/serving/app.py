@@ -120,7 +120,7 @@ class ModelServer:
         await _respond_raw(send, 200, payload.encode(), [*JSON_HEADERS, (b"x-request-id", request_id.encode())])
         self.metrics.observe(model.version, slot, (time.perf_counter() - start) * 1e3, len(records))
         if self.capture is not None:
-            self.capture.offer(request_id, model.version, slot, records, scores)
+            self.capture.offer(request_id, model.version, slot, records, scores, getattr(model, "last_lookups", None))
         shadow = self.slots["shadow"]
         if shadow is not None and slot == "champion":
             self._score_shadow(shadow, body, headers, X, scores)
@@ -191,7 +191,7 @@ class ModelServer:
             if slot not in SLOTS:
                 raise BadRequest(f"slot={slot!r} is unknown; use one of {SLOTS}")
             try:
-                model = await asyncio.to_thread(LoadedModel.load, Path(args["path"]), args["version"])
+                model = await asyncio.to_thread(LoadedModel.load, Path(args["path"]), args["version"], args.get("stack"))
             except (KeyError, OSError, ValueError) as exc:
                 raise BadRequest(f"cannot load {args.get('version')} from {args.get('path')}: {exc}", 422) from None
             except Exception as exc:  # noqa: BLE001 - e.g. ONNX Runtime refusing the graph

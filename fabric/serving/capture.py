@@ -24,16 +24,19 @@ class Capture:
         self._lines: list[str] = []
         self.written = 0
 
-    def offer(self, request_id: str, version: str, slot: str, records: list[dict[str, Any]], scores: list[float]) -> None:
+    def offer(
+        self, request_id: str, version: str, slot: str, records: list[dict[str, Any]], scores: list[float],
+        lookups: list[dict[str, Any] | None] | None = None,
+    ) -> None:  # fmt: skip
         if self.rate <= 0 or (self.rate < 1 and self._random.random() >= self.rate):
             return
         ts = datetime.now(UTC).isoformat(timespec="milliseconds")
         for i, (record, score) in enumerate(zip(records, scores, strict=True)):
             row_id = request_id if len(records) == 1 else f"{request_id}:{i}"
-            self._lines.append(
-                json.dumps({"ts": ts, "request_id": row_id, "model": version, "slot": slot, "features": record,
-                            "prediction": score}, separators=(",", ":"))  # fmt: skip
-            )
+            line = {"ts": ts, "request_id": row_id, "model": version, "slot": slot, "features": record, "prediction": score}
+            if lookups and lookups[i] is not None:  # what the online store answered, for the skew check
+                line["feature_lookup"] = lookups[i]
+            self._lines.append(json.dumps(line, separators=(",", ":"), default=str))
         if len(self._lines) >= FLUSH_LINES:
             self.flush()
 

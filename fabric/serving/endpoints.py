@@ -91,7 +91,7 @@ class Endpoints:
         log = open(folder / "server.log", "ab")  # noqa: SIM115 - handed to the child process
         command = [sys.executable, "-m", "fabric.serving", "serve", "--model-dir", str(model_dir), "--version", version,
                    "--port", str(port), "--capture-dir", str(self.capture_dir(name)),
-                   "--capture-rate", str(capture_rate), "--max-body-bytes", str(max_body_bytes)]  # fmt: skip
+                   "--capture-rate", str(capture_rate), "--max-body-bytes", str(max_body_bytes), "--stack", self.stack]  # fmt: skip
         process = subprocess.Popen(command, stdout=log, stderr=log, start_new_session=True)
         state = EndpointState(name=name, stack=self.stack, port=port, pid=process.pid, champion=version)
         deadline = time.monotonic() + START_TIMEOUT_S

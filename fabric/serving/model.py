@@ -34,8 +34,10 @@ class LoadedModel:
     session: Any
     path: Path
 
+    features: Any = None  # fabric.features.online.OnlineFeatures when the model was trained on feature tables
+
     @classmethod
-    def load(cls, path: Path, version: str) -> LoadedModel:
+    def load(cls, path: Path, version: str, stack: str | None = None) -> LoadedModel:
         from fabric.latency import session
 
         schema_file, model_file = path / "schema.json", path / "model.onnx"
@@ -47,6 +49,8 @@ class LoadedModel:
         model._index = {f.name: {c: i for i, c in enumerate(f.categories)} for f in schema.features if f.kind == "categorical"}
         model._kinds = [(f.name, f.kind, f.nullable) for f in schema.features]
         model._names = set(schema.names)
+        if (path / "features.json").is_file():  # entity ids are completed from the online store
+            model.features = _online_features(path, stack)
         model.predict(np.zeros((1, len(schema.features)), dtype=np.float32))  # first run allocates
         return model
 
@@ -67,6 +71,12 @@ class LoadedModel:
             )
         if not records:
             raise BadRequest("the request has no rows; send at least one record")
+        self.last_lookups = None
+        if self.features is not None:
+            done = self.features.complete(records)
+            if done.missing:
+                raise BadRequest(f"unknown entity id(s) {done.missing[:5]}: the online store has no features for them", 404)
+            records, self.last_lookups = done.records, done.lookups
         X = np.empty((len(records), len(self._kinds)), dtype=np.float32)
         for i, record in enumerate(records):
             self._encode_row(i, record, X[i])
@@ -140,3 +150,16 @@ def _csv_number(name: str, row: int, text: str) -> float:
         return float(text)
     except ValueError:
         raise BadRequest(f"CSV row {row + 1}: {name}={text!r} must be a number", 422) from None
+
+
+def _online_features(path: Path, stack: str | None) -> Any:
+    """The online store named by FABRIC_FEATURES_ONLINE_URL, else the stack's embedded one."""
+    import os
+
+    from fabric.features.online import OnlineFeatures, open_online_store
+    from fabric.features.store import ONLINE_URL_ENV, features_home
+    from fabric.registry import fabric_home
+
+    stack = stack or os.environ.get("FABRIC_STACK", "dev")
+    url = os.environ.get(ONLINE_URL_ENV) or f"sqlite:///{features_home(fabric_home() / stack) / 'online.db'}"
+    return OnlineFeatures.from_model(path, open_online_store(url))
