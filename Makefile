@@ -32,6 +32,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/search.py
 	$(BIN)/python benchmarks/quantize.py
 	$(BIN)/python benchmarks/serve.py    # closed-loop numbers need wrk (apt-get install wrk)
+	$(BIN)/python benchmarks/drift.py
+	$(BIN)/python benchmarks/features.py
+	$(BIN)/python benchmarks/distributed_search.py
 
 lock:
 	./scripts/lock.sh
