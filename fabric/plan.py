@@ -10,6 +10,7 @@ configuration naming its bucket) carries that id in its inputs.
 
 from __future__ import annotations
 
+import logging
 import runpy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ class Plan:
     settings: StackSettings
     resources: list[PlannedResource] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # what `pulumi.log.warn` said during the run
 
     def of_type(self, type_token: str) -> list[PlannedResource]:
         return [r for r in self.resources if r.type == type_token]
@@ -41,7 +43,8 @@ class Plan:
         return {r.id: r for r in self.resources}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stack": self.stack, "resources": [asdict(r) for r in self.resources], "outputs": self.outputs}
+        return {"stack": self.stack, "resources": [asdict(r) for r in self.resources], "outputs": self.outputs,
+                "warnings": self.warnings}
 
 
 def _outputs_for(type_token: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -97,9 +100,17 @@ def plan_stack(env: str, root: Path | None = None) -> Plan:
             plan.resources.append(PlannedResource(request.type, request.name, request.id, _plain(inputs), None))
             return response
 
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            plan.warnings.append(record.getMessage())
+
+    logger = logging.getLogger(f"fabric.plan.{env}")
+    logger.handlers[:] = [Collect()]
+    logger.propagate = False  # program warnings belong to the plan, not to stdout
     recorder = Recorder()
     runtime_settings.set_root_resource(None)  # type: ignore[arg-type] - a fresh root stack per plan
-    mocks.set_mocks(recorder, project="fabric", stack=env, preview=False, monitor=Monitor(recorder), organization="organization")
+    mocks.set_mocks(recorder, project="fabric", stack=env, preview=False, monitor=Monitor(recorder), organization="organization",
+                    logger=logger)
     program = runpy.run_path(str(root / "infra" / "__main__.py"), run_name="__pulumi__")
     outputs = program["outputs"]
     plan.outputs = _plain(_sync_await(pulumi.Output.from_input(outputs).future()) or {})

@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "rollback": ("fabric.cli.endpoints", "rollback", "Put an endpoint's previous champion back live."),
     "monitor": ("fabric.cli.monitor", "monitor", "Watch live endpoints for drift; retrain and promote on alarm."),
     "labels": ("fabric.cli.monitor", "labels", "Add ground-truth labels for served predictions (joined by request id)."),
+    "policy": ("fabric.cli.policy", "policy", "Check a stack against the policy rules (PR-ready, no credentials)."),
+    "promote": ("fabric.cli.promote", "promote", "Promote an approved model between stacks with its lineage; or roll back."),
     "infra": ("fabric.cli.infra", "infra", "Plan a stack's Pulumi program without credentials (under mocks)."),
     "features": ("fabric.cli.features", "features", "Feature tables: apply, materialize, get, skew."),
 }

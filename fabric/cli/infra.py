@@ -55,3 +55,5 @@ def plan(stack: str, as_json: bool) -> None:
         table.add_row(r.type, r.name, r.parent or "", props)
     Console(width=200).print(table)
     click.echo("outputs: " + ", ".join(f"{k}={v}" for k, v in result.outputs.items()))
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)

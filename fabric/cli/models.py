@@ -70,18 +70,24 @@ def show(address: str, stack: str, as_json: bool) -> None:
 @json_option
 def lineage(address: str, stack: str, as_json: bool) -> None:
     """The chain of versions behind ADDRESS (parents, promotions) and its recorded events."""
-    registry = _registry(stack)
-    chain = registry.lineage_chain(address)
-    payload = [
-        {"address": v.address, "stack": stack, "lineage": v.lineage.__dict__, "events": registry.events(v.name, v.version)}
-        for v in chain
-    ]
+    payload = []
+    seen: set[str] = set()
+    while address and f"{stack}/{address}" not in seen:  # across stacks through promoted_from
+        registry = _registry(stack)
+        chain = registry.lineage_chain(address)
+        payload += [
+            {"address": v.address, "stack": stack, "lineage": v.lineage.__dict__, "events": registry.events(v.name, v.version)}
+            for v in chain
+        ]
+        seen.add(f"{stack}/{address}")
+        origin = chain[-1].lineage.promoted_from
+        stack, _, address = (origin or "").partition("/")
     if as_json:
         echo_json(payload)
         return
     for item in payload:
         lin = item["lineage"]
-        click.echo(f"{stack}/{item['address']}  family={lin['family']} data={lin['dataset_fingerprint']} "
+        click.echo(f"{item['stack']}/{item['address']}  family={lin['family']} data={lin['dataset_fingerprint']} "
                    f"spec={lin['spec_hash']} code={lin['code_version']} study={lin['study']}#{lin['trial']} "
                    f"parent={lin['parent']} promoted_from={lin['promoted_from']}")  # fmt: skip
         for event in item["events"]:

@@ -1,0 +1,187 @@
+"""Policy rules (one violating and one compliant case each), the check command, and promotion."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from fabric.plan import plan_stack
+from fabric.policy.rules import RULES, PolicyInput, Resource, evaluate
+from fabric.registry import Lineage, ModelVersion, Registry
+from tests.conftest import ROOT, fabric_cli
+
+
+def _tiny_onnx() -> bytes:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["score"])], "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N"])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["N"])],
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+LINEAGE = Lineage("sha256:abc", "spec123", "git:1234", "fraud-study", 7, None, "staging", "lightgbm")
+
+
+def register(home: Path, stack: str, p99: float = 1.0, lineage: Lineage = LINEAGE, extra: str | None = None) -> ModelVersion:
+    registry = Registry(home / stack / "registry")
+    with registry.stage() as staged:
+        (staged / "model.onnx").write_bytes(_tiny_onnx())
+        if extra:
+            (staged / extra).write_bytes(b"not onnx")
+        return registry.register("fraud", staged, replace(lineage, stack=stack), {"test": {"roc_auc": 0.9}}, {"p99_ms": p99})
+
+
+@pytest.fixture()
+def project(tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(ROOT / "Pulumi.yaml", root)
+    shutil.copytree(ROOT / "infra", root / "infra")
+    shutil.copytree(ROOT / "stacks", root / "stacks")
+    monkeypatch.setenv("FABRIC_PROJECT_ROOT", str(root))
+    return root
+
+
+@pytest.fixture(scope="module")
+def prod_plan():  # noqa: ANN201
+    return plan_stack("prod", ROOT)
+
+
+def _input(plan, pinned: dict | None = None, settings=None) -> PolicyInput:  # noqa: ANN001
+    resources = [Resource(r.type, r.name, r.id, r.inputs) for r in plan.resources]
+    return PolicyInput("prod", settings or plan.settings, resources, pinned or {})
+
+
+def _compliant_model(home: Path) -> ModelVersion:
+    version = register(home, "prod", lineage=replace(LINEAGE, promoted_from="staging/fraud:1", parent="staging/fraud:1"))
+    return replace(version, lineage=replace(version.lineage, approvals=({"by": "a"}, {"by": "b"})))
+
+
+def _without(plan, token: str) -> list[Resource]:  # noqa: ANN001
+    return [Resource(r.type, r.name, r.id, r.inputs) for r in plan.resources if r.type != token]
+
+
+def _mutate(plan, token: str, **inputs) -> list[Resource]:  # noqa: ANN001, ANN003
+    return [Resource(r.type, r.name, r.id, {**r.inputs, **inputs} if r.type == token else r.inputs) for r in plan.resources]
+
+
+def test_the_real_prod_plan_with_a_promoted_approved_model_is_compliant(prod_plan, home: Path) -> None:  # noqa: ANN001
+    assert len(prod_plan.resources) == 26
+    assert len(RULES) == 10
+    assert evaluate(_input(prod_plan, {"fraud": _compliant_model(home)})) == []
+
+
+def _violations_for(case: str, plan, home: Path) -> list[str]:  # noqa: ANN001, C901
+    model = _compliant_model(home)
+    settings = plan.settings
+    resources = None
+    pinned = {"fraud": model}
+    if case == "FAB001":
+        settings = settings.model_copy(update={"policy": settings.policy.model_copy(update={"max_latency_budget_ms": 5})})
+    elif case == "FAB002":
+        pinned = {"fraud": replace(model, latency={"p99_ms": 50.0})}
+    elif case == "FAB003":
+        pinned = {"fraud": replace(model, lineage=replace(model.lineage, code_version="unknown"))}
+    elif case == "FAB004":
+        pinned = {"fraud": replace(model, lineage=replace(model.lineage, promoted_from=None, approvals=()))}
+    elif case == "FAB005":
+        resources = _without(plan, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
+    elif case == "FAB006":
+        resources = _mutate(plan, "aws:ecr/repository:Repository", imageTagMutability="MUTABLE")
+    elif case == "FAB007":
+        pools = [p.model_copy(update={"max": 40}) for p in settings.gpu_pools]
+        settings = settings.model_copy(update={"gpu_pools": pools})
+    elif case == "FAB008":
+        ep = settings.endpoints["fraud"].model_copy(update={"min_instances": 1})
+        settings = settings.model_copy(update={"endpoints": {"fraud": ep}})
+    elif case == "FAB009":
+        pinned = {"fraud": replace(model, artifacts={**model.artifacts, "model.pkl": {"bytes": 1}})}
+    elif case == "FAB010":
+        resources = _mutate(plan, "aws:kms/key:Key", tags={"owner": "x"})
+    data = PolicyInput("prod", settings, resources or [Resource(r.type, r.name, r.id, r.inputs) for r in plan.resources], pinned)
+    return [v.rule for v in evaluate(data)]
+
+
+@pytest.mark.parametrize("case", [f"FAB{i:03d}" for i in range(1, 11)])
+def test_each_rule_catches_its_violation_and_only_it(case: str, prod_plan, home: Path) -> None:  # noqa: ANN001
+    assert set(_violations_for(case, prod_plan, home)) == {case}
+
+
+def test_gpu_taints_on_a_kubernetes_stack(home: Path) -> None:
+    plan = plan_stack("onprem", ROOT)
+    assert len(plan.resources) == 40
+    data = PolicyInput("onprem", plan.settings, [Resource(r.type, r.name, r.id, r.inputs) for r in plan.resources], {})
+    assert "FAB007" not in {v.rule for v in evaluate(data)}
+    untainted = _mutate(plan, "aws:eks/nodeGroup:NodeGroup", taints=[])
+    found = evaluate(PolicyInput("onprem", plan.settings, untainted, {}), only=["FAB007"])
+    assert [v.subject for v in found] == ["gpu-train"]
+
+
+def test_check_command_exit_codes_json_and_markdown(project: Path, home: Path) -> None:
+    dev = fabric_cli("policy", "check", "--stack", "dev")
+    assert dev.returncode == 0 and "passed" in dev.stdout
+    prod = fabric_cli("policy", "check", "--stack", "prod", "--json")
+    assert prod.returncode == 1  # mandatory, and fraud:1 is not in the prod registry
+    payload = json.loads(prod.stdout)
+    assert payload["failed"] and [v["rule"] for v in payload["violations"]] == ["FAB003"]
+    register(home, "prod", lineage=replace(LINEAGE, promoted_from="staging/fraud:1"))
+    Registry(home / "prod" / "registry").approve("fraud:1", "a")
+    Registry(home / "prod" / "registry").approve("fraud:1", "b")
+    ok = fabric_cli("policy", "check", "--stack", "prod", "--format", "markdown")
+    assert ok.returncode == 0, ok.stdout
+    assert ok.stdout.startswith("### Policy check: stack `prod` ✅ passes")
+
+
+def test_promotion_refusals_change_nothing_and_name_the_rule(project: Path, home: Path) -> None:
+    stack = project / "stacks" / "Pulumi.prod.yaml"
+    before = stack.read_bytes()
+    slow = register(home, "staging", p99=30.0)  # fraud:1, over prod's 20 ms
+    Registry(home / "staging" / "registry").approve(slow.address, "a")
+    Registry(home / "staging" / "registry").approve(slow.address, "b")
+    refused = fabric_cli("promote", "fraud:1", "--from", "staging", "--to", "prod")
+    assert refused.returncode == 2 and "FAB002" in refused.stderr
+    incomplete = register(home, "staging", lineage=replace(LINEAGE, study=None))  # fraud:2
+    refused = fabric_cli("promote", incomplete.address, "--to", "prod")
+    assert refused.returncode == 2 and "FAB003" in refused.stderr and "FAB004" in refused.stderr  # and no approvals
+    assert stack.read_bytes() == before
+    assert not (home / "prod" / "registry" / "registry.db").exists() or Registry(home / "prod" / "registry").list() == []
+
+
+def test_promotion_pins_one_line_copies_lineage_and_rolls_back(project: Path, home: Path) -> None:
+    stack = project / "stacks" / "Pulumi.prod.yaml"
+    before = stack.read_text()
+    good = register(home, "staging")
+    staging = Registry(home / "staging" / "registry")
+    staging.approve(good.address, "alice")
+    staging.approve(good.address, "bob")
+    done = fabric_cli("promote", good.address, "--from", "staging", "--to", "prod", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["target"] == "prod/fraud:1" and result["previous"] == "fraud:1"
+    changed = [(a, b) for a, b in zip(before.splitlines(), stack.read_text().splitlines(), strict=True) if a != b]
+    assert changed == []  # the pin already named fraud:1: the text is the same; promote a second version
+    second = register(home, "staging", lineage=replace(LINEAGE, trial=9))
+    staging.approve(second.address, "alice")
+    staging.approve(second.address, "bob")
+    assert fabric_cli("promote", second.address, "--to", "prod").returncode == 0
+    changed = [(a, b) for a, b in zip(before.splitlines(), stack.read_text().splitlines(), strict=True) if a != b]
+    assert len(changed) == 1 and 'model: "fraud:2"' in changed[0][1] and "dataCaptureRate: 0.2" in changed[0][1]
+    prod = Registry(home / "prod" / "registry")
+    copied = prod.get("fraud:2")
+    assert copied.lineage.promoted_from == "staging/fraud:2" and copied.lineage.trial == 9
+    assert (copied.path / "model.onnx").read_bytes() == (second.path / "model.onnx").read_bytes()
+    chain = json.loads(fabric_cli("models", "lineage", "fraud:2", "--stack", "prod", "--json").stdout)
+    assert [(c["stack"], c["address"]) for c in chain] == [("prod", "fraud:2"), ("staging", "fraud:2")]
+    assert fabric_cli("policy", "check", "--stack", "prod").returncode == 0
+    back = fabric_cli("promote", "--rollback", "--to", "prod", "--endpoint", "fraud")
+    assert back.returncode == 0, back.stderr
+    assert 'model: "fraud:1"' in stack.read_text()
+    assert any(e["kind"] == "promotion_rolled_back" for e in prod.events("fraud", 2))
+
