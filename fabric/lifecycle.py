@@ -6,12 +6,15 @@ the `Progress` hooks. Nothing is registered unless every stage before it succeed
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from fabric.checkpoint import Checkpoint
 from fabric.data.dataset import Dataset, prepare
 from fabric.latency import measure, predict
 from fabric.monitor.profile import build_profile
@@ -109,7 +112,11 @@ def run_pipeline(
 
     progress.stage("train", f"refit {search.best.family} (trial {search.best.number}) on train+validation")
     clock = time.monotonic()
-    trained = refit(spec, dataset, search.best)
+    # the same spec, data and configuration resume the same checkpoint after an interruption
+    key = hashlib.sha256(json.dumps([spec.spec_hash(), dataset.fingerprint, search.best.family, search.best.params],
+                                    sort_keys=True, default=str).encode()).hexdigest()[:16]  # fmt: skip
+    checkpoint = Checkpoint(home / "checkpoints" / key, every=spec.train.checkpoint_every)
+    trained = refit(spec, dataset, search.best, checkpoint=checkpoint)
     timings["train"] = time.monotonic() - clock
 
     progress.stage("quantize", ", ".join(spec.quantize.precisions))
@@ -172,4 +179,5 @@ def run_pipeline(
             alias=alias,
         )
     timings["register"] = time.monotonic() - clock
+    shutil.rmtree(checkpoint.folder, ignore_errors=True)  # registered: nothing left to resume
     return RunResult(version=version, search=search, timings_s=timings, report=version.path / "report.html")

@@ -229,6 +229,11 @@ class FeaturesSpec(_Strict):
         return self
 
 
+class TrainSpec(_Strict):
+    checkpoint_every: int = Field(50, gt=0, description="boosting rounds between checkpoints (an MLP saves every epoch)")
+    accelerator: Literal["cpu", "gpu"] = Field("cpu", description="what training asks for; tabular families never need a GPU")
+
+
 class PipelineSpec(_Strict):
     name: str
     data: DataSpec
@@ -236,6 +241,7 @@ class PipelineSpec(_Strict):
     metric: str
     search: SearchSpec
     latency_budget: LatencyBudget
+    train: TrainSpec = TrainSpec()
     quantize: QuantizeSpec = QuantizeSpec()
     rollout: RolloutSpec = RolloutSpec()
     serving: ServingSpec = ServingSpec()
@@ -416,6 +422,11 @@ class KubernetesSettings(_Camel):
         return value
 
 
+class PriceSettings(_Camel):
+    on_demand: float = Field(ge=0, description="USD per instance-hour")
+    spot: float | None = Field(None, ge=0)
+
+
 class StackSettings(_Camel):
     """One environment. Keys are the `fabric:` config keys without the prefix (camelCase in YAML)."""
 
@@ -437,6 +448,7 @@ class StackSettings(_Camel):
     feature_tables: dict[str, FeatureTableSettings] = Field(default_factory=dict)
     image_tag: str = Field("0.1.0", description="tag of the serving image in the stack's ECR repository")
     drift_alarm_sigma: float = Field(2.3, gt=0)
+    prices: dict[str, PriceSettings] = Field(default_factory=dict, description="overrides of fabric/prices.yaml")
     kubernetes: KubernetesSettings | None = Field(None, description="settings of the kubernetes backend")
 
     @model_validator(mode="after")

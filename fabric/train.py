@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from fabric.checkpoint import Checkpoint
 from fabric.data.dataset import Dataset
 from fabric.families import get_family
 from fabric.families.trees import validation_metric
@@ -35,8 +36,10 @@ def _prefixed(trial: TrialSummary) -> dict[str, Any]:
     return dict(trial.params)
 
 
-def refit(spec: PipelineSpec, dataset: Dataset, trial: TrialSummary) -> TrainedModel:
-    """Fit the chosen configuration on train+validation with the round/epoch count found in search."""
+def refit(spec: PipelineSpec, dataset: Dataset, trial: TrialSummary, checkpoint: Checkpoint | None = None) -> TrainedModel:
+    """Fit the chosen configuration on train+validation with the round/epoch count found in search.
+
+    With `checkpoint`, the final fit saves its state as it goes and a rerun continues from it."""
     family = get_family(trial.family)
     data = fit_data(dataset, spec, deadline=None)
     # one search-style fit finds the early-stopped length, then the refit uses all labelled rows
@@ -46,6 +49,7 @@ def refit(spec: PipelineSpec, dataset: Dataset, trial: TrialSummary) -> TrainedM
         data,
         X_train=np.concatenate([dataset.train.X, dataset.validation.X]),
         y_train=np.concatenate([dataset.train.y, dataset.validation.y]),
+        checkpoint=checkpoint,
     )
     model = family.fit(params, full)
     n_features = dataset.train.X.shape[1]

@@ -74,7 +74,7 @@ def _mutate(plan, token: str, **inputs) -> list[Resource]:  # noqa: ANN001, ANN0
 
 def test_the_real_prod_plan_with_a_promoted_approved_model_is_compliant(prod_plan, home: Path) -> None:  # noqa: ANN001
     assert len(prod_plan.resources) == 26
-    assert len(RULES) == 10
+    assert len(RULES) == 13
     assert evaluate(_input(prod_plan, {"fraud": _compliant_model(home)})) == []
 
 
@@ -105,11 +105,14 @@ def _violations_for(case: str, plan, home: Path) -> list[str]:  # noqa: ANN001, 
         pinned = {"fraud": replace(model, artifacts={**model.artifacts, "model.pkl": {"bytes": 1}})}
     elif case == "FAB010":
         resources = _mutate(plan, "aws:kms/key:Key", tags={"owner": "x"})
+    elif case == "FAB012":
+        pools = [p.model_copy(update={"min": 1}) for p in settings.gpu_pools]
+        settings = settings.model_copy(update={"gpu_pools": pools})
     data = PolicyInput("prod", settings, resources or [Resource(r.type, r.name, r.id, r.inputs) for r in plan.resources], pinned)
     return [v.rule for v in evaluate(data)]
 
 
-@pytest.mark.parametrize("case", [f"FAB{i:03d}" for i in range(1, 11)])
+@pytest.mark.parametrize("case", [f"FAB{i:03d}" for i in (*range(1, 11), 12)])
 def test_each_rule_catches_its_violation_and_only_it(case: str, prod_plan, home: Path) -> None:  # noqa: ANN001
     assert set(_violations_for(case, prod_plan, home)) == {case}
 
@@ -122,6 +125,23 @@ def test_gpu_taints_on_a_kubernetes_stack(home: Path) -> None:
     untainted = _mutate(plan, "aws:eks/nodeGroup:NodeGroup", taints=[])
     found = evaluate(PolicyInput("onprem", plan.settings, untainted, {}), only=["FAB007"])
     assert [v.subject for v in found] == ["gpu-train"]
+
+
+def test_serving_on_spot_and_gpu_for_tree_families_are_flagged(tmp_path: Path) -> None:
+    from fabric.spec import load_pipeline
+    from tests.conftest import write_spec
+
+    plan = plan_stack("onprem", ROOT)
+    resources = [Resource(r.type, r.name, r.id, r.inputs) for r in plan.resources]
+    trees = load_pipeline(write_spec(tmp_path, search={"budget_s": 5, "families": ["lightgbm", "xgboost"]}))
+    mlp = load_pipeline(write_spec(tmp_path, search={"budget_s": 5, "families": ["lightgbm", "mlp"]}))
+    clean = evaluate(PolicyInput("onprem", plan.settings, resources, {}, [mlp]), only=["FAB011", "FAB012", "FAB013"])
+    assert clean == []
+    spot = [Resource(r.type, r.name, r.id, {**r.inputs, "capacityType": "SPOT"} if r.name == "cpu-serving" else r.inputs)
+            for r in plan.resources]  # fmt: skip
+    found = evaluate(PolicyInput("onprem", plan.settings, spot, {}, [trees]), only=["FAB011", "FAB012", "FAB013"])
+    assert [(v.rule, v.subject) for v in found] == [("FAB011", "cpu-serving"), ("FAB013", "pipelines/fraud")]
+    assert "fabric:kubernetes.gpus=1" in found[1].message
 
 
 def test_check_command_exit_codes_json_and_markdown(project: Path, home: Path) -> None:

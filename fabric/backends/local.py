@@ -23,7 +23,11 @@ class LocalBackend(Backend):
         return Registry(self.home / "registry")
 
     def run(self, spec: PipelineSpec, progress: Any = None, budget_s: float | None = None) -> RunResult:
-        return run_pipeline(spec, self.settings.env, self.registry, self.home, progress=progress, budget_s=budget_s)
+        from fabric.cost import record_run
+
+        result = run_pipeline(spec, self.settings.env, self.registry, self.home, progress=progress, budget_s=budget_s)
+        record_run(self.home, self.settings, spec, result)
+        return result
 
     def _deployer(self) -> Any:
         from fabric.backends.local_deploy import LocalDeployer

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "labels": ("fabric.cli.monitor", "labels", "Add ground-truth labels for served predictions (joined by request id)."),
     "policy": ("fabric.cli.policy", "policy", "Check a stack against the policy rules (PR-ready, no credentials)."),
     "promote": ("fabric.cli.promote", "promote", "Promote an approved model between stacks with its lineage; or roll back."),
+    "cost": ("fabric.cli.cost", "cost", "Spend per run, model version or stack, and what spot and quantization saved."),
     "infra": ("fabric.cli.infra", "infra", "Plan a stack's Pulumi program without credentials (under mocks)."),
     "features": ("fabric.cli.features", "features", "Feature tables: apply, materialize, get, skew."),
 }

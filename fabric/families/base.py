@@ -36,6 +36,7 @@ class FitData:
     metric: str
     seed: int = 0
     deadline: float | None = None  # time.monotonic() value
+    checkpoint: Any = None  # fabric.checkpoint.Checkpoint: resume a refit from it, and keep it up to date
 
     def check_deadline(self) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:

@@ -115,7 +115,17 @@ class MLPFamily(ModelFamily):
         generator = torch.Generator().manual_seed(data.seed)
         best_value, best_state, best_epoch, stale = None, None, 0, 0
         higher = data.metric in ("roc_auc", "pr_auc", "accuracy", "r2")
-        for epoch in range(1, epochs + 1):
+        ckpt = None if searching else data.checkpoint
+        first = 1
+        if ckpt is not None and ckpt.progress().get("epochs"):
+            state = torch.load(ckpt.path("mlp.pt"), weights_only=False)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch"])  # dropout masks continue where they stopped
+            first = state["epoch"] + 1
+        model.resumed_from = first - 1
+        for epoch in range(first, epochs + 1):
             model.train()
             order = torch.randperm(len(X), generator=generator)
             for start in range(0, len(X), params["batch_size"]):
@@ -131,6 +141,11 @@ class MLPFamily(ModelFamily):
                     loss = loss_fn((out - model.y_mean) / model.y_scale, (y[batch] - model.y_mean) / model.y_scale)
                 loss.backward()
                 optimizer.step()
+            if ckpt is not None:
+                state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                         "generator": generator.get_state(), "torch": torch.get_rng_state()}  # fmt: skip
+                ckpt.write("mlp.pt", lambda p, state=state: torch.save(state, p))
+                ckpt.note(epochs=epoch, family="mlp")
             if not searching:
                 continue
             value = validation_metric(data.metric, data.y_valid, self.predict(model, data.X_valid))

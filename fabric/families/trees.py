@@ -116,7 +116,26 @@ class LightGBMFamily(ModelFamily):
         if "rounds" not in params:  # search: early-stop on validation
             valid_sets = [lgb.Dataset(data.X_valid, data.y_valid, reference=train)]
             callbacks.append(lgb.early_stopping(EARLY_STOPPING, verbose=False))
-        booster = lgb.train(self._params(params, data), train, rounds, valid_sets=valid_sets, callbacks=callbacks)
+        init_model, done = None, 0
+        ckpt = data.checkpoint if "rounds" in params else None
+        if ckpt is not None:
+            done = int(ckpt.progress().get("rounds", 0))
+            if done:
+                init_model = lgb.Booster(model_file=str(ckpt.path("lightgbm.txt")))
+                if done >= rounds:
+                    init_model.resumed_from = done
+                    return init_model
+
+            def save(env: Any) -> None:
+                total = done + env.iteration + 1
+                if total % ckpt.every == 0 or total == rounds:
+                    ckpt.write("lightgbm.txt", lambda p: env.model.save_model(str(p)))
+                    ckpt.note(rounds=total, family="lightgbm")
+
+            callbacks.append(save)
+        booster = lgb.train(self._params(params, data), train, rounds - done, valid_sets=valid_sets, callbacks=callbacks,
+                            init_model=init_model)  # fmt: skip
+        booster.resumed_from = done
         return booster
 
     def predict(self, model: Any, X: np.ndarray) -> np.ndarray:
@@ -189,15 +208,38 @@ class XGBoostFamily(ModelFamily):
         }
         rounds = int(params.get("rounds") or params["max_rounds"])
         searching = "rounds" not in params
-        return xgb.train(
+        callbacks: list[Any] = [Callback()]
+        start, done = None, 0
+        ckpt = None if searching else data.checkpoint
+        if ckpt is not None:
+            done = int(ckpt.progress().get("rounds", 0))
+            if done:
+                start = xgb.Booster(model_file=str(ckpt.path("xgboost.ubj")))
+                if done >= rounds:
+                    start.resumed_from = done
+                    return start
+
+            class Save(xgb.callback.TrainingCallback):
+                def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+                    total = model.num_boosted_rounds()
+                    if total % ckpt.every == 0 or total == rounds:
+                        ckpt.write("xgboost.ubj", lambda p: model.save_model(str(p)))
+                        ckpt.note(rounds=total, family="xgboost")
+                    return False
+
+            callbacks.append(Save())
+        booster = xgb.train(
             booster_params,
             xgb.DMatrix(data.X_train, data.y_train),
-            rounds,
+            rounds - done,
             evals=[(dvalid, "valid")] if searching else [],
             early_stopping_rounds=EARLY_STOPPING if searching else None,
-            callbacks=[Callback()],
+            callbacks=callbacks,
             verbose_eval=False,
+            xgb_model=start,
         )
+        booster.resumed_from = done
+        return booster
 
     def _rounds(self, model: Any) -> int:
         best = getattr(model, "best_iteration", None)

@@ -182,6 +182,9 @@ class DriftLoop:
                               alias="challenger")  # fmt: skip
         challenger = result.version
         report.timings_s["retrain"] = time.monotonic() - clock
+        from fabric.cost import record_run
+
+        record_run(self.home, self.backend.settings, retrain_spec, result, kind="retrain")
         report.retrain = {"challenger": challenger.address, "rows": len(combined), "fresh_rows": len(fresh),
                           "seconds": round(report.timings_s["retrain"], 2)}  # fmt: skip
         self.registry.add_event(challenger.address, "retrained_on_drift", {"parent": champion.address, **report.retrain})

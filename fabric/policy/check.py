@@ -58,7 +58,20 @@ def policy_input(stack: str, root: Path | None = None, settings: StackSettings |
     plan = plan_stack(stack, root)
     settings = settings or plan.settings
     resources = [Resource(r.type, r.name, r.id, r.inputs) for r in plan.resources]
-    return PolicyInput(stack, settings, resources, pinned_versions(stack, settings))
+    return PolicyInput(stack, settings, resources, pinned_versions(stack, settings), project_specs(root))
+
+
+def project_specs(root: Path | None = None) -> list[Any]:
+    """Every pipelines/*.yaml of the project that parses (a broken one is `fabric run`'s to report)."""
+    from fabric.spec import load_pipeline, project_root
+
+    specs = []
+    for path in sorted(((root or project_root()) / "pipelines").glob("*.yaml")):
+        try:
+            specs.append(load_pipeline(path))
+        except FabricError:
+            continue
+    return specs
 
 
 def run_check(stack: str, root: Path | None = None) -> PolicyReport:

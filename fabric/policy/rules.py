@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from fabric.registry import FORBIDDEN_SUFFIXES, ModelVersion
-from fabric.spec import StackSettings
+from fabric.spec import PipelineSpec, StackSettings
 
 S3 = "aws:s3/"
 BUCKET = "aws:s3/bucket:Bucket"
@@ -45,6 +45,7 @@ class PolicyInput:
     settings: StackSettings
     resources: list[Resource] = field(default_factory=list)
     pinned: dict[str, ModelVersion | None] = field(default_factory=dict)  # endpoint -> its pinned version, if found
+    specs: list[PipelineSpec] = field(default_factory=list)  # the project's pipelines, for right-sizing
 
     def of_type(self, token: str) -> list[Resource]:
         return [r for r in self.resources if r.type == token]
@@ -234,6 +235,45 @@ def required_tags(data: PolicyInput) -> list[tuple[str, str]]:
             missing = [t for t in required if t not in (r.inputs.get("tags") or {})]
             if missing:
                 out.append((r.name, f"lacks tags {missing}; add them to fabric:tags in {_file(data)}"))
+    return out
+
+
+@rule("FAB011", "serving stays on on-demand capacity")
+def serving_on_demand(data: PolicyInput) -> list[tuple[str, str]]:
+    if data.settings.policy.enforcement != "mandatory":
+        return []  # spot serving is a fair trade in dev
+    return [
+        (group.name, "a serving (CPU) pool runs on SPOT capacity; reclaimed nodes drop live traffic: use ON_DEMAND")
+        for group in data.of_type("aws:eks/nodeGroup:NodeGroup")
+        if not _is_gpu(group) and group.inputs.get("capacityType") == "SPOT"
+    ]
+
+
+@rule("FAB012", "GPU training pools scale to zero when idle")
+def training_scales_to_zero(data: PolicyInput) -> list[tuple[str, str]]:
+    out = [
+        (group.name, f"GPU pool keeps minSize={group.inputs['scalingConfig']['minSize']:g} nodes when idle; set min: 0")
+        for group in data.of_type("aws:eks/nodeGroup:NodeGroup")
+        if _is_gpu(group) and group.inputs.get("scalingConfig", {}).get("minSize", 0) > 0
+    ]
+    if data.settings.platform == "sagemaker":
+        out += [(f"gpuPools.{p.name}", f"min={p.min}: keep no idle GPU capacity; set min: 0") for p in data.settings.gpu_pools if p.min > 0]
+    return out
+
+
+@rule("FAB013", "no GPU is requested for a model family that cannot use it")
+def gpu_right_sizing(data: PolicyInput) -> list[tuple[str, str]]:
+    from fabric.families import get_family
+
+    out = []
+    kube = data.settings.kubernetes
+    for spec in data.specs:
+        gpu_families = [f for f in spec.search.families if get_family(f).uses_gpu]
+        wants_gpu = spec.train.accelerator == "gpu" or (data.settings.backend == "kubernetes" and kube is not None and kube.gpus > 0)
+        if wants_gpu and not gpu_families:
+            what = "train.accelerator: gpu" if spec.train.accelerator == "gpu" else f"fabric:kubernetes.gpus={kube.gpus}"  # type: ignore[union-attr]
+            out.append((f"pipelines/{spec.name}", f"{what} asks for a GPU but {list(spec.search.families)} cannot use one; "
+                                                 "train on CPU (accelerator: cpu, kubernetes.gpus: 0) or add the mlp family"))  # fmt: skip
     return out
 
 
