@@ -58,37 +58,39 @@ def run_demo(spec_path: Path, stack: str, budget_s: float | None = None, show_pr
     deployed = backend.deploy(result.version.address, "all_at_once", endpoint=spec.name)
     timings["registry_to_live"] = time.monotonic() - clock
     say(f"deployed {deployed.version} at {deployed.url} in {timings['registry_to_live']:.1f} s")
-    features = [f["name"] for f in json.loads((result.version.path / "schema.json").read_text())["features"]]
-    labels_dir = backend.home / "labels" / spec.name
-    loop = DriftLoop(backend, spec.name)
+    try:
+        features = [f["name"] for f in json.loads((result.version.path / "schema.json").read_text())["features"]]
+        labels_dir = backend.home / "labels" / spec.name
+        loop = DriftLoop(backend, spec.name)
 
-    window = spec.drift.window_rows
-    normal = generate_fraud(rows=2 * window, seed=101)
-    append_labels(labels_dir, send_traffic(deployed.url, normal, features, "normal"))
-    quiet = loop.run_once()
-    say(f"normal traffic: {len(quiet.windows)} windows, verdicts {[w['verdict'] for w in quiet.windows]}")
+        window = spec.drift.window_rows
+        normal = generate_fraud(rows=2 * window, seed=101)
+        append_labels(labels_dir, send_traffic(deployed.url, normal, features, "normal"))
+        quiet = loop.run_once()
+        say(f"normal traffic: {len(quiet.windows)} windows, verdicts {[w['verdict'] for w in quiet.windows]}")
 
-    say(f"injecting drift: {drift_rows} rows from the generator with drift=1.0")
-    clock = time.monotonic()
-    drifted = generate_fraud(rows=drift_rows, seed=202, drift=1.0)
-    labels = send_traffic(deployed.url, drifted, features, "drift")
-    timings["drifted_traffic"] = time.monotonic() - clock
-    append_labels(labels_dir, labels)  # ground truth arrives after the predictions
-    report = loop.run_once()
-    timings.update({f"monitor_{k}": v for k, v in report.timings_s.items()})
-    live = backend._deployer().endpoints.ping(backend._deployer().endpoints.get(spec.name))  # noqa: SLF001
-    timings["first_drifted_window_to_serving"] = time.monotonic() - clock
-    html = write_drift_report(backend.home / "monitor" / f"{spec.name}-drift.html", loop.state_path, spec.drift.threshold_sigma, report)
-    say(f"monitor: {report.decision}. {report.reason}")
-    if report.comparison:
-        c = report.comparison
-        say(f"  {c['metric']} on {c['rows']} recent labelled rows: champion {c['champion']} vs challenger {c['challenger']}")
-    say(f"serving now: {live and live.get('model')}; drift report: {html}")
-    say("step times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
-    if keep_running:
-        say(f"endpoint {spec.name} keeps running at {deployed.url}; stop it with `fabric endpoints stop {spec.name}`")
-    else:
-        backend._deployer().endpoints.stop(spec.name)  # noqa: SLF001
+        say(f"injecting drift: {drift_rows} rows from the generator with drift=1.0")
+        clock = time.monotonic()
+        drifted = generate_fraud(rows=drift_rows, seed=202, drift=1.0)
+        labels = send_traffic(deployed.url, drifted, features, "drift")
+        timings["drifted_traffic"] = time.monotonic() - clock
+        append_labels(labels_dir, labels)  # ground truth arrives after the predictions
+        report = loop.run_once()
+        timings.update({f"monitor_{k}": v for k, v in report.timings_s.items()})
+        live = backend._deployer().endpoints.ping(backend._deployer().endpoints.get(spec.name))  # noqa: SLF001
+        timings["first_drifted_window_to_serving"] = time.monotonic() - clock
+        html = write_drift_report(backend.home / "monitor" / f"{spec.name}-drift.html", loop.state_path, spec.drift.threshold_sigma, report)
+        say(f"monitor: {report.decision}. {report.reason}")
+        if report.comparison:
+            c = report.comparison
+            say(f"  {c['metric']} on {c['rows']} recent labelled rows: champion {c['champion']} vs challenger {c['challenger']}")
+        say(f"serving now: {live and live.get('model')}; drift report: {html}")
+        say("step times: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+    finally:  # a failed episode must not leave a server behind
+        if keep_running:
+            say(f"endpoint {spec.name} keeps running at {deployed.url}; stop it with `fabric endpoints stop {spec.name}`")
+        else:
+            backend._deployer().endpoints.stop(spec.name)  # noqa: SLF001
     return {"run": result.to_dict(), "run_result": result, "deploy": deployed.to_dict(), "monitor": report.to_dict(),
             "serving": live, "timings_s": {k: round(v, 2) for k, v in timings.items()}, "drift_report": str(html)}  # fmt: skip
 

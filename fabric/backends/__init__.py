@@ -18,6 +18,10 @@ def backend_for(settings: StackSettings) -> Backend:
         from fabric.backends.kubernetes import KubernetesBackend
 
         return KubernetesBackend(settings)
+    if settings.backend == "sagemaker":
+        from fabric.backends.sagemaker.backend import SageMakerBackend
+
+        return SageMakerBackend(settings)
     raise CapabilityError(
         f"stack {settings.env}: fabric:backend={settings.backend} is not available in this version; "
         "run with a stack whose fabric:backend is local (e.g. --stack dev)"

@@ -1,0 +1,80 @@
+"""The SageMaker Pipeline definition of a spec: search -> train -> quantize -> evaluate ->
+condition (metric and latency budget) -> register. Written as the pipeline JSON schema
+(https://aws-sagemaker-mlops.github.io/sagemaker-model-building-pipeline-definition-JSON-schema/),
+so no SageMaker SDK is needed at run time. Every job runs the same image and entrypoint
+(`python -m fabric.backends.sagemaker.entrypoint <stage>`) as the local lifecycle's code.
+
+Training steps use managed spot capacity when the stack's GPU pool is SPOT, with a checkpoint
+location in the artifact bucket and a max wait, so a reclaimed instance resumes, not restarts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fabric.backends.sagemaker import names
+from fabric.spec import PipelineSpec, StackSettings
+
+MAX_WAIT_FACTOR = 3  # spot: wait up to 3x the run time for capacity before failing
+
+
+def _job(stage: str, settings: StackSettings, spec: PipelineSpec, image: str, role: str, runtime_s: int) -> dict[str, Any]:
+    pool = settings.gpu_pools[0] if (spec.train.accelerator == "gpu" and settings.gpu_pools) else None
+    instance = pool.instance_types[0] if pool else "ml.m5.xlarge"
+    spot = bool(pool and pool.capacity_type == "SPOT")
+    bucket = names.bucket(settings.env)
+    args: dict[str, Any] = {
+        "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File",
+                                   "ContainerEntrypoint": ["python", "-m", "fabric.backends.sagemaker.entrypoint", stage]},
+        "RoleArn": role,
+        "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/pipelines/{spec.name}/{stage}"},
+        "ResourceConfig": {"InstanceCount": 1, "InstanceType": instance if instance.startswith("ml.") else f"ml.{instance}",
+                           "VolumeSizeInGB": 50},
+        "StoppingCondition": {"MaxRuntimeInSeconds": runtime_s},
+        "HyperParameters": {"spec": spec.model_dump_json(), "stack": settings.env},
+        "EnableManagedSpotTraining": spot,
+    }  # fmt: skip
+    if spot:
+        args["StoppingCondition"]["MaxWaitTimeInSeconds"] = runtime_s * MAX_WAIT_FACTOR
+        args["CheckpointConfig"] = {"S3Uri": f"s3://{bucket}/checkpoints/{spec.name}/{stage}"}
+    return args
+
+
+def definition(spec: PipelineSpec, settings: StackSettings, image: str, role: str) -> dict[str, Any]:
+    budget = int(spec.search.budget_s or 3600)
+    group = names.package_group(settings.env, spec.name)
+    evaluation = {"Get": "Steps.Evaluate.PropertyFiles.evaluation"}
+    higher = spec.higher_is_better
+    endpoint = settings.endpoints.get(spec.name)
+    budget_ms = endpoint.latency_budget_ms if endpoint else spec.latency_budget.p99_ms
+    return {
+        "Version": "2020-12-01",
+        "Metadata": {"fabric": {"spec_hash": spec.spec_hash(), "stack": settings.env}},
+        "Parameters": [{"Name": "BudgetSeconds", "Type": "Integer", "DefaultValue": budget}],
+        "Steps": [
+            {"Name": "Search", "Type": "Training", "Arguments": _job("search", settings, spec, image, role, budget + 900)},
+            {"Name": "Train", "Type": "Training", "DependsOn": ["Search"],
+             "Arguments": _job("train", settings, spec, image, role, 4 * 3600)},
+            {"Name": "Quantize", "Type": "Training", "DependsOn": ["Train"],
+             "Arguments": _job("quantize", settings, spec, image, role, 3600)},
+            {"Name": "Evaluate", "Type": "Training", "DependsOn": ["Quantize"],
+             "Arguments": _job("evaluate", settings, spec, image, role, 3600),
+             "PropertyFiles": [{"PropertyFileName": "evaluation", "OutputName": "evaluation", "FilePath": "evaluation.json"}]},
+            {"Name": "CheckQualityAndLatency", "Type": "Condition", "DependsOn": ["Evaluate"],
+             "Arguments": {
+                 "Conditions": [
+                     {"Type": "GreaterThanOrEqualTo" if higher else "LessThanOrEqualTo",
+                      "LeftValue": {"Std:JsonGet": {"PropertyFile": evaluation, "Path": f"test.{spec.metric}"}},
+                      "RightValue": {"Std:JsonGet": {"PropertyFile": evaluation, "Path": f"threshold.{spec.metric}"}}},
+                     {"Type": "LessThanOrEqualTo",
+                      "LeftValue": {"Std:JsonGet": {"PropertyFile": evaluation, "Path": "latency.p99_ms"}},
+                      "RightValue": budget_ms},
+                 ],
+                 "IfSteps": [{"Name": "Register", "Type": "Training",
+                              "Arguments": _job("register", settings, spec, image, role, 1800) | {
+                                  "Environment": {"FABRIC_MODEL_PACKAGE_GROUP": group}}}],
+                 "ElseSteps": [{"Name": "Refuse", "Type": "Fail",
+                                "Arguments": {"ErrorMessage": f"{spec.metric} under threshold or p99 over {budget_ms} ms"}}],
+             }},
+        ],
+    }  # fmt: skip

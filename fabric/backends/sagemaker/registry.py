@@ -1,0 +1,90 @@
+"""The registry on SageMaker: one model package group per use case, one model package per version
+with its metrics and lineage as metadata properties and a lineage file in S3, approval
+PendingManualApproval -> Approved; the `champion` alias is the latest Approved package.
+
+The lineage file in S3 is the source of truth: metadata properties are limited in size, and a
+status-only `update_model_package` may drop them (it does on the emulator), so approval re-sends them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from dataclasses import asdict
+from typing import Any
+
+from fabric.backends.sagemaker import names
+from fabric.backends.sagemaker.aws import Clients, aws_errors
+from fabric.registry import ModelVersion
+
+
+def _metadata(version: ModelVersion) -> dict[str, str]:
+    lineage = version.lineage
+    values = {"fabric_address": version.address, "dataset_fingerprint": lineage.dataset_fingerprint,
+              "spec_hash": lineage.spec_hash, "code_version": lineage.code_version, "study": str(lineage.study),
+              "trial": str(lineage.trial), "parent": str(lineage.parent), "family": lineage.family,
+              "precision": lineage.precision, "p99_ms": str(version.latency.get("p99_ms"))}  # fmt: skip
+    return {k: v[:256] for k, v in values.items()}
+
+
+def upload_version(clients: Clients, stack: str, version: ModelVersion) -> str:
+    """model.tar.gz (what a SageMaker container unpacks to /opt/ml/model) and lineage.json."""
+    bucket, prefix = names.bucket(stack), names.model_prefix(version.name, version.version)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for path in sorted(version.path.iterdir()):
+            tar.add(path, arcname=path.name)
+    with aws_errors(f"upload {version.address} to s3://{bucket}/{prefix}"):
+        clients.s3.put_object(Bucket=bucket, Key=f"{prefix}/model.tar.gz", Body=buffer.getvalue())
+        clients.s3.put_object(Bucket=bucket, Key=f"{prefix}/lineage.json",
+                              Body=json.dumps({"address": version.address, "lineage": asdict(version.lineage),
+                                               "metrics": version.metrics, "latency": version.latency}, default=str))  # fmt: skip
+    return f"s3://{bucket}/{prefix}/model.tar.gz"
+
+
+def ensure_group(clients: Clients, stack: str, use_case: str) -> str:
+    group = names.package_group(stack, use_case)
+    with aws_errors(f"model package group {group}"):
+        existing = clients.sagemaker.list_model_package_groups(NameContains=group)["ModelPackageGroupSummaryList"]
+        if not any(g["ModelPackageGroupName"] == group for g in existing):
+            clients.sagemaker.create_model_package_group(ModelPackageGroupName=group,
+                                                         ModelPackageGroupDescription=f"{use_case} models of {stack}")  # fmt: skip
+    return group
+
+
+def find_package(clients: Clients, group: str, address: str) -> dict[str, Any] | None:
+    with aws_errors(f"list packages of {group}"):
+        for summary in clients.sagemaker.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]:
+            described = clients.sagemaker.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
+            if described.get("CustomerMetadataProperties", {}).get("fabric_address") == address:
+                return described
+    return None
+
+
+def register_package(clients: Clients, stack: str, version: ModelVersion, image: str) -> str:
+    """Idempotent: the package of an address is created once."""
+    group = ensure_group(clients, stack, version.name)
+    existing = find_package(clients, group, version.address)
+    if existing:
+        return existing["ModelPackageArn"]
+    data = upload_version(clients, stack, version)
+    with aws_errors(f"register {version.address} in {group}"):
+        return clients.sagemaker.create_model_package(
+            ModelPackageGroupName=group,
+            ModelPackageDescription=f"{version.address} ({version.lineage.family}, {version.lineage.precision})",
+            InferenceSpecification={"Containers": [{"Image": image, "ModelDataUrl": data}],
+                                    "SupportedContentTypes": ["application/json", "text/csv"],
+                                    "SupportedResponseMIMETypes": ["application/json"]},
+            ModelApprovalStatus="PendingManualApproval",
+            CustomerMetadataProperties=_metadata(version),
+        )["ModelPackageArn"]  # fmt: skip
+
+
+def approve(clients: Clients, arn: str, version: ModelVersion, by: str) -> dict[str, Any]:
+    with aws_errors(f"approve {arn}"):
+        clients.sagemaker.update_model_package(
+            ModelPackageArn=arn, ModelApprovalStatus="Approved", ApprovalDescription=f"approved by {by}",
+            CustomerMetadataProperties=_metadata(version),  # re-sent: a status-only update may drop them
+        )  # fmt: skip
+        return clients.sagemaker.describe_model_package(ModelPackageName=arn)
