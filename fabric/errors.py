@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NoReturn
+
 
 class FabricError(Exception):
     """A problem with the user's input or environment, worded as: where, the value, the rule, the fix."""
@@ -23,3 +26,14 @@ class RegistryError(FabricError):
 
 class CapabilityError(FabricError):
     """A backend was asked for something it cannot do."""
+
+
+def run_main(main: Callable[[], int]) -> NoReturn:
+    """`sys.exit(main())` for a container entrypoint, with a user error as one line and exit code 2."""
+    import sys
+
+    try:
+        sys.exit(main())
+    except FabricError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

@@ -25,7 +25,7 @@ class PlannedResource:
     name: str
     id: str
     inputs: dict[str, Any]
-    parent: str | None  # logical name of the parent component, None at the stack's top level
+    parent: str | None = None  # logical name of the parent component, None at the stack's top level
 
 
 @dataclass

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fabric.errors import FabricError
-from fabric.policy.rules import RULES, PolicyInput, Resource, Violation, evaluate
+from fabric.policy.rules import RULES, PolicyInput, Violation, evaluate
 from fabric.registry import ModelVersion, open_registry
 from fabric.spec import StackSettings
 
@@ -57,8 +57,7 @@ def policy_input(stack: str, root: Path | None = None, settings: StackSettings |
 
     plan = plan_stack(stack, root)
     settings = settings or plan.settings
-    resources = [Resource(r.type, r.name, r.id, r.inputs) for r in plan.resources]
-    return PolicyInput(stack, settings, resources, pinned_versions(stack, settings), project_specs(root))
+    return PolicyInput(stack, settings, list(plan.resources), pinned_versions(stack, settings), project_specs(root))
 
 
 def project_specs(root: Path | None = None) -> list[Any]:

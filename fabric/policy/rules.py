@@ -12,20 +12,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from fabric.plan import PlannedResource as Resource  # the rules read plans and CrossGuard resources alike
 from fabric.registry import FORBIDDEN_SUFFIXES, ModelVersion
 from fabric.spec import PipelineSpec, StackSettings
 
 S3 = "aws:s3/"
 BUCKET = "aws:s3/bucket:Bucket"
 TAGGABLE_PREFIXES = ("aws:s3/bucket:", "aws:ecr/", "aws:eks/", "aws:sagemaker/", "aws:kms/", "aws:iam/role:", "aws:rds/instance:")
-
-
-@dataclass(frozen=True)
-class Resource:
-    type: str
-    name: str
-    id: str
-    inputs: dict[str, Any]
 
 
 @dataclass(frozen=True)

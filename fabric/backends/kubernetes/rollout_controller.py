@@ -176,10 +176,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from fabric.errors import FabricError
+    from fabric.errors import run_main
 
-    try:
-        sys.exit(main())
-    except FabricError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

@@ -80,8 +80,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except FabricError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    from fabric.errors import run_main
+
+    run_main(main)
