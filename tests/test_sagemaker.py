@@ -142,3 +142,45 @@ def test_missing_credentials_and_missing_bucket_are_one_clear_line(tmp_path: Pat
            "AWS_EC2_METADATA_DISABLED": "true"}  # fmt: skip
     no_bucket = fabric_cli("run", str(spec), "--stack", "prod", env=env)
     assert no_bucket.returncode == 2 and "fabric-prod-artifacts does not exist; `pulumi up --stack prod`" in no_bucket.stderr
+
+
+def test_the_pipeline_steps_hand_artifacts_on_and_evaluate_feeds_the_condition(tmp_path: Path, home: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import tarfile
+
+    from fabric.backends.sagemaker import entrypoint
+    from fabric.backends.sagemaker.pipeline import definition
+
+    spec = load_pipeline(write_spec(tmp_path, search={"budget_s": 4, "families": ["lightgbm"]}))
+    body = definition(spec, load_stack("staging"), "img", "role")
+    steps = {s["Name"]: s for s in body["Steps"]}
+    assert steps["Evaluate"]["Type"] == "Processing" and steps["Evaluate"]["PropertyFiles"][0]["FilePath"] == "evaluation.json"
+    assert steps["Train"]["Arguments"]["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == {
+        "Get": "Steps.Search.ModelArtifacts.S3ModelArtifacts"}
+    register = steps["CheckQualityAndLatency"]["Arguments"]["IfSteps"][0]
+    assert register["Type"] == "RegisterModel"
+    assert register["Arguments"]["InferenceSpecification"]["Containers"][0]["ModelDataUrl"] == {
+        "Get": "Steps.Quantize.ModelArtifacts.S3ModelArtifacts"}
+
+    # the stages as the jobs run them, in temporary folders instead of /opt/ml
+    (tmp_path / "hp.json").write_text(json.dumps({"spec": spec.model_dump_json(), "stack": "staging"}))
+    monkeypatch.setenv("SM_HYPERPARAMETERS", str(tmp_path / "hp.json"))
+    monkeypatch.setenv("SM_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    previous = None
+    for stage in ("search", "train", "quantize"):
+        out = tmp_path / stage
+        monkeypatch.setenv("SM_MODEL_DIR", str(out))
+        if previous is not None:
+            monkeypatch.setenv("SM_CHANNEL_PREVIOUS", str(previous))
+        assert entrypoint.main([stage]) == 0
+        assert (out / "model.onnx").is_file() and (out / "schema.json").is_file()
+        previous = tmp_path / f"{stage}-artifacts"  # what SageMaker uploads: /opt/ml/model as model.tar.gz
+        previous.mkdir()
+        with tarfile.open(previous / "model.tar.gz", "w:gz") as tar:
+            for f in out.iterdir():
+                tar.add(f, arcname=f.name)
+    monkeypatch.setenv("SM_PROCESSING_MODEL", str(previous))
+    monkeypatch.setenv("SM_PROCESSING_EVALUATION", str(tmp_path / "evaluation"))
+    assert entrypoint.main(["evaluate"]) == 0
+    evaluation = json.loads((tmp_path / "evaluation" / "evaluation.json").read_text())
+    assert 0.5 < evaluation["test"]["roc_auc"] <= 1.0 and evaluation["latency"]["p99_ms"] > 0

@@ -1,39 +1,77 @@
-"""The training container's entrypoint for the pipeline's steps:
-`python -m fabric.backends.sagemaker.entrypoint <search|train|quantize|evaluate|register>`.
+"""The pipeline steps' entrypoint, in the serving image:
+`python -m fabric.backends.sagemaker.entrypoint <search|train|quantize|evaluate>`.
 
-SageMaker passes the spec and stack as hyperparameters (/opt/ml/input/config/hyperparameters.json)
-and syncs /opt/ml/checkpoints with the step's CheckpointConfig, so a reclaimed spot instance resumes
-from the last checkpoint. The lifecycle runs once, in the search step, with the same code as the
-local backend; later steps read its outputs from /opt/ml/model (one run, one set of artifacts).
+- search: the lifecycle's search and refit with the same code as the local backend; its Optuna
+  study and training checkpoints live in /opt/ml/checkpoints, which SageMaker syncs with the step's
+  CheckpointConfig, so a reclaimed spot instance resumes. Writes the version's files (model.onnx,
+  schema.json, card, lineage inputs) to /opt/ml/model.
+- train, quantize: take the previous step's artifacts (`previous` channel, a model.tar.gz) and pass
+  the version on; refit and quantization already happened inside search in this version.
+- evaluate (a Processing job): reads the model, writes evaluation.json ({test: metrics, latency})
+  for the pipeline's Condition.
+Paths are overridable with SM_* variables so tests run the stages in temporary folders.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
+import tarfile
 from pathlib import Path
 
-HYPERPARAMETERS = Path("/opt/ml/input/config/hyperparameters.json")
-MODEL_DIR = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
-CHECKPOINTS = Path("/opt/ml/checkpoints")
+
+def _path(env: str, default: str) -> Path:
+    return Path(os.environ.get(env, default))
+
+
+def _version_folder(root: Path) -> Path:
+    """The model folder: model.onnx, schema.json, card... at its top, as the serving container wants."""
+    if not (root / "model.onnx").is_file():
+        raise SystemExit(f"error: no model.onnx in {root}; the previous step produced no model")
+    return root
+
+
+def _unpack(folder: Path, into: Path) -> None:
+    for archive in folder.glob("*.tar.gz"):
+        with tarfile.open(archive) as tar:
+            tar.extractall(into, filter="data")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from fabric.lifecycle import run_pipeline
-    from fabric.registry import Registry
-    from fabric.spec import PipelineSpec
-
-    stage = (argv or sys.argv[1:] or ["search"])[0]
-    params = json.loads(HYPERPARAMETERS.read_text())
-    spec = PipelineSpec.model_validate_json(params["spec"])
+    stage = (argv if argv is not None else sys.argv[1:] or ["search"])[0]
+    model_dir = _path("SM_MODEL_DIR", "/opt/ml/model")
     if stage == "search":
-        os.environ.setdefault("FABRIC_HOME", str(CHECKPOINTS))  # studies and checkpoints survive a reclaim
-        result = run_pipeline(spec, params["stack"], Registry(MODEL_DIR / "registry"), CHECKPOINTS)
-        (MODEL_DIR / "evaluation.json").write_text(json.dumps({
-            "test": result.version.metrics.get("test", {}), "latency": result.version.latency,
-            "threshold": {spec.metric: float(params.get("threshold", 0.0))}}))  # fmt: skip
-    print(json.dumps({"stage": stage, "model_dir": str(MODEL_DIR)}))
+        from fabric.lifecycle import run_pipeline
+        from fabric.registry import Registry
+        from fabric.spec import PipelineSpec
+
+        params = json.loads(_path("SM_HYPERPARAMETERS", "/opt/ml/input/config/hyperparameters.json").read_text())
+        spec = PipelineSpec.model_validate_json(params["spec"])
+        checkpoints = _path("SM_CHECKPOINT_DIR", "/opt/ml/checkpoints")
+        result = run_pipeline(spec, params["stack"], Registry(checkpoints / "registry"), checkpoints)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        for artifact in result.version.path.iterdir():  # SageMaker tars /opt/ml/model as model.tar.gz
+            shutil.copy2(artifact, model_dir / artifact.name)
+        print(json.dumps({"stage": stage, "model": result.version.address}))
+    elif stage in ("train", "quantize"):
+        previous = _path("SM_CHANNEL_PREVIOUS", "/opt/ml/input/data/previous")
+        _unpack(previous, model_dir)
+        print(json.dumps({"stage": stage, "model": str(_version_folder(model_dir))}))
+    elif stage == "evaluate":
+        source = _path("SM_PROCESSING_MODEL", "/opt/ml/processing/model")
+        out = _path("SM_PROCESSING_EVALUATION", "/opt/ml/processing/evaluation")
+        work = out / ".model"
+        _unpack(source, work)
+        folder = _version_folder(work)
+        card = json.loads((folder / "model_card.json").read_text())
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "evaluation.json").write_text(json.dumps({"test": card["metrics"]["test"], "latency": card["served_latency"]}))
+        shutil.rmtree(work)
+        print(json.dumps({"stage": stage, "evaluation": str(out / "evaluation.json")}))
+    else:
+        raise SystemExit(f"error: stage {stage!r} is unknown; use search, train, quantize or evaluate")
     return 0
 
 
