@@ -147,3 +147,17 @@ def test_cli_plan_prints_json_for_machines_and_a_table_for_people(tmp_path: Path
     root = _project(tmp_path, "dev", {"fabric:backend": "openshift"})
     bad = fabric_cli("infra", "plan", "--stack", "dev", env={"FABRIC_PROJECT_ROOT": str(root)})
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "fabric:backend='openshift'" in bad.stderr
+
+
+def test_pulumi_yaml_declares_only_types_pulumi_accepts_with_stacksettings_defaults() -> None:
+    from fabric.spec import StackSettings
+
+    project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
+    assert project["main"] == "infra/" and project["stackConfigDir"] == "stacks/"
+    declared = project["config"]
+    assert len(declared) == 3
+    fields = {f.alias or name: f for name, f in StackSettings.model_fields.items()}
+    for key, spec in declared.items():
+        assert spec["type"] in ("string", "integer", "boolean", "array"), key  # Pulumi's project config types
+        assert "default" in spec, f"{key}: Pulumi requires a declared key without a default in every stack"
+        assert spec["default"] == fields[key.removeprefix("fabric:")].default, key
