@@ -32,6 +32,8 @@ def spec(tmp_path: Path, home: Path) -> Path:
         tmp_path,
         name="cards",
         data={"source": "builtin:fraud-cards", "rows": 3000},
+        # two trials, however long a loaded CI machine takes to start the first one
+        search={"budget_s": 60, "trials": 2},
         features={"entity": "card_id", "module": "fraud_features.py", "skew": {"max_mismatch_rate": 0.0}},
     )
 
