@@ -140,11 +140,19 @@ def verdicts(rows: list[Row]) -> dict[str, Any]:
     keys = sorted({(r.dataset, r.budget_s) for r in rows})
     comparison = {}
     for dataset, budget in keys:
-        mean = {m: float(np.mean([r.best_validation for r in rows if (r.dataset, r.budget_s, r.method) == (dataset, budget, m)]))
-                for m in ("fabric", "baseline")}  # fmt: skip
+        by_seed = {m: {r.seed: r.best_validation for r in rows if (r.dataset, r.budget_s, r.method) == (dataset, budget, m)}
+                   for m in ("fabric", "baseline")}  # fmt: skip
+        mean = {m: float(np.mean(list(values.values()))) for m, values in by_seed.items()}
         higher = next(r.metric for r in rows if r.dataset == dataset) not in ("rmse", "mae")
         ok = mean["fabric"] >= mean["baseline"] if higher else mean["fabric"] <= mean["baseline"]
-        comparison[f"{dataset}@{budget:g}s"] = {"fabric": round(mean["fabric"], 5), "baseline": round(mean["baseline"], 5), "ok": ok}
+        # paired by seed (same splits, same seed): fabric's advantage, in the metric's better direction
+        gains = [(1 if higher else -1) * (by_seed["fabric"][s] - by_seed["baseline"][s])
+                 for s in sorted(by_seed["fabric"].keys() & by_seed["baseline"].keys())]  # fmt: skip
+        stderr = float(np.std(gains, ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else float("nan")
+        comparison[f"{dataset}@{budget:g}s"] = {
+            "fabric": round(mean["fabric"], 5), "baseline": round(mean["baseline"], 5), "ok": ok,
+            "paired_gain": round(float(np.mean(gains)), 5), "paired_gain_stderr": round(stderr, 5), "seeds": len(gains),
+        }  # fmt: skip
     return {
         "overrun_within_10pct": all(r.overrun <= 0.10 for r in fabric),
         "p99_within_budget": all(r.p99_ms <= r.latency_budget_ms for r in fabric),

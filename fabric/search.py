@@ -9,6 +9,10 @@
   family* at the same step (rounds and epochs are not comparable across families). It works the
   same for single- and multi-objective studies (Optuna's own `should_prune` does not support the
   latter).
+- Stopping a trial early (pruning, an intermediate latency check) is only done when the rest of the
+  trial is projected to cost a noticeable share of the budget. On small data a trial costs a tenth
+  of a second, early stopping already ends it, and pruning saved under 20% of it while throwing away
+  the finished candidate; the final latency measurement still rejects any model over budget.
 - The study lives in SQLite (or any Optuna storage URL, e.g. PostgreSQL) under a deterministic
   name, so an interrupted search resumes where it stopped.
 """
@@ -33,6 +37,7 @@ LATENCY_CHECK_STEPS = {10, 50, 200, 500}  # tree rounds; the MLP is checked afte
 MIN_TRIALS_TO_PRUNE = 3
 LATENCY_SAFE_SHARE = 0.5  # extrapolated p99 below this share of the budget: stop checking
 WARMUP_STEPS = {"lightgbm": 50, "xgboost": 50, "mlp": 3}  # early curves of low learning rates look weak
+MIN_SAVING_SHARE = 0.01  # stop a trial early only if its projected rest costs this share of the budget
 
 
 @dataclass(frozen=True)
@@ -124,23 +129,35 @@ def _curve(trial: Any) -> dict[int, float]:
     return {int(step): value for step, value in trial.user_attrs.get("curve", [])}
 
 
+def worth_stopping_early(elapsed_s: float, step: int, final_step: int, budget_s: float | None) -> bool:
+    """Whether the rest of a trial, projected from its pace so far, is worth saving: at least
+    MIN_SAVING_SHARE of the search budget (always, without a wall-clock budget)."""
+    if budget_s is None:
+        return True
+    remaining_s = elapsed_s / max(step, 1) * max(final_step - step, 0)
+    return remaining_s >= MIN_SAVING_SHARE * budget_s
+
+
 class FamilyMedianPruner:
     """Prune when a trial's value at a step is worse than the median of completed trials of its
-    family at that step. Reads curves from the study, so it also sees trials of earlier runs."""
+    family at that step. Reads curves from the study (also those of earlier runs and of other
+    workers) once per trial, in `refresh`: completed trials never change."""
 
     def __init__(self, study: Any, higher_is_better: bool) -> None:
         self.study, self.higher = study, higher_is_better
+        self.curves: dict[int, tuple[str, dict[int, float]]] = {}
+
+    def refresh(self) -> None:
+        from optuna.trial import TrialState
+
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            if t.number not in self.curves:
+                self.curves[t.number] = (t.params.get("family", "?"), _curve(t))
 
     def should_prune(self, family: str, step: int, value: float) -> bool:
         if step < WARMUP_STEPS.get(family, 1):
             return False
-        from optuna.trial import TrialState
-
-        peers = [
-            _curve(t).get(step)
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.params.get("family") == family
-        ]
+        peers = [curve.get(step) for peer_family, curve in self.curves.values() if peer_family == family]
         peers = [p for p in peers if p is not None and math.isfinite(p)]
         if len(peers) < MIN_TRIALS_TO_PRUNE:
             return False
@@ -236,23 +253,27 @@ def run_search(
         family = get_family(family_name)
         params = family.suggest(trial)
         curve: list[tuple[int, float]] = []
-        trial.set_user_attr("params", params)
         latency_safe = False
+        final_step = family.max_steps(params)
+        if options.pruning and spec.search.pruning:
+            pruner.refresh()
+        fit_start = time.monotonic()
 
         def report(step: int, value: float, export: Callable[[], bytes]) -> None:
             nonlocal latency_safe
             curve.append((step, value))
             checkpoint = step in LATENCY_CHECK_STEPS or (family_name == "mlp" and step == 1)
-            if options.latency_aware and checkpoint and not latency_safe:
+            worth = worth_stopping_early(time.monotonic() - fit_start, step, final_step, budget)
+            if options.latency_aware and checkpoint and not latency_safe and worth:
                 p99 = measure(export(), sample_rows, runs=options.latency_runs).p99_ms
                 if p99 > budget_ms:
                     raise _Pruned("latency", f"p99 {p99:.3f} ms > budget {budget_ms} ms at step {step}")
                 # Tree latency grows about linearly with rounds and an MLP's not at all: once the
                 # extrapolation to the last possible step fits the budget with room to spare, more
                 # exports would only spend the search budget (the final model is measured anyway).
-                final_step = params.get("max_rounds", step) if family_name != "mlp" else step
-                latency_safe = p99 * max(1.0, final_step / step) <= LATENCY_SAFE_SHARE * budget_ms
-            if options.pruning and spec.search.pruning and pruner.should_prune(family_name, step, value):
+                grows = family_name != "mlp"
+                latency_safe = p99 * max(1.0, final_step / step if grows else 1.0) <= LATENCY_SAFE_SHARE * budget_ms
+            if options.pruning and spec.search.pruning and worth and pruner.should_prune(family_name, step, value):
                 raise _Pruned("metric", f"step {step}: {value:.5f} worse than the family median")
 
         try:

@@ -73,6 +73,10 @@ class ModelFamily(abc.ABC):
     def feature_importance(self, model: Any, n_features: int) -> np.ndarray | None:
         return None
 
+    def max_steps(self, params: dict[str, Any]) -> int:
+        """The most steps (rounds, epochs) a search fit with these params can report."""
+        return int(params["max_rounds"])
+
     def refit_params(self, params: dict[str, Any], model: Any) -> dict[str, Any]:
         """Params for a refit on train+validation (e.g. the early-stopped round count)."""
         return dict(params)

@@ -191,5 +191,8 @@ class MLPFamily(ModelFamily):
             )
         return buffer.getvalue()
 
+    def max_steps(self, params: dict[str, Any]) -> int:
+        return MAX_EPOCHS
+
     def refit_params(self, params: dict[str, Any], model: Any) -> dict[str, Any]:
         return {**params, "epochs": int(getattr(model, "best_epoch", MAX_EPOCHS))}

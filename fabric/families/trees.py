@@ -15,22 +15,41 @@ EARLY_STOPPING = 30
 REPORT_EVERY = 10
 
 
+def roc_auc(y: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC as the Mann-Whitney statistic (ties count a half), equal to scikit-learn's.
+
+    The search scores every trial's validation split every few rounds: scikit-learn's argument
+    checks made it about 3 ms a call on 2,000 rows, a tenth of a small data set's trial."""
+    from scipy.stats import rankdata
+
+    positive = np.asarray(y) == 1
+    n_pos = int(positive.sum())
+    n_neg = len(positive) - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("Only one class present in y_true. ROC AUC score is not defined in that case.")
+    ranks = rankdata(score)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
 def validation_metric(metric: str, y: np.ndarray, score: np.ndarray) -> float:
-    """The spec's metric on a split, as a plain float."""
+    """The spec's metric on a split, as a plain float; ValueError on a non-finite score, as
+    scikit-learn raises."""
+    if not np.isfinite(score).all():
+        raise ValueError(f"{metric}: the scores contain NaN or infinity")
+    if metric == "roc_auc":
+        return roc_auc(y, score)
+    if metric == "rmse":
+        return float(np.sqrt(np.mean((np.asarray(y, dtype=np.float64) - score) ** 2)))
+    if metric == "mae":
+        return float(np.mean(np.abs(np.asarray(y, dtype=np.float64) - score)))
     from sklearn import metrics
 
-    if metric == "roc_auc":
-        return float(metrics.roc_auc_score(y, score))
     if metric == "pr_auc":
         return float(metrics.average_precision_score(y, score))
     if metric == "log_loss":
         return float(metrics.log_loss(y, np.clip(score, 1e-7, 1 - 1e-7), labels=[0, 1]))
     if metric == "accuracy":
         return float(metrics.accuracy_score(y, score >= 0.5))
-    if metric == "rmse":
-        return float(np.sqrt(metrics.mean_squared_error(y, score)))
-    if metric == "mae":
-        return float(metrics.mean_absolute_error(y, score))
     if metric == "r2":
         return float(metrics.r2_score(y, score))
     raise ValueError(f"unknown metric {metric!r}")
