@@ -95,7 +95,10 @@ def test_the_contract_ping_invocations_metrics_and_capture(deployer: LocalDeploy
         ("MISSING", "application/json", 422, "misses feature 'amount'"),
         ("EXTRA", "application/json", 422, "unknown feature 'colour'"),
         ("WRONG_TYPE", "application/json", 422, "records[0].amount='ten' must be a number"),
-        ("NAN", "application/json", 422, "records[0].amount=nan is not finite"),
+        ("NAN", "application/json", 422, "records[0].amount is not a finite number"),
+        ("HUGE_INT", "application/json", 422, "records[0].amount is not a finite number"),
+        ("OVER_FLOAT32", "application/json", 422, "records[0].amount=1e+39 is beyond float32's range"),
+        (b"[" * 50_000 + b"]" * 50_000, "application/json", 400, "nested too deeply"),
         ("NULL", "application/json", 422, "records[0].amount is null"),
         (b"x" * 2_000_000, "application/json", 413, "serving.max_body_bytes=1048576"),
         (json.dumps({"rows": [[1, 2]]}).encode(), "application/json", 400, "rows[0] has 2 values"),
@@ -110,6 +113,8 @@ def test_bad_input_is_a_4xx_naming_the_field(deployer: LocalDeployer, trained, b
         "EXTRA": {**record, "colour": "red"},
         "WRONG_TYPE": {**record, "amount": "ten"},
         "NAN": {**record, "amount": float("nan")},
+        "HUGE_INT": {**record, "amount": 10**400},
+        "OVER_FLOAT32": {**record, "amount": 1e39},
         "NULL": {**record, "amount": None},
     }
     if isinstance(body, str):

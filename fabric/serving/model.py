@@ -18,6 +18,8 @@ import numpy as np
 
 from fabric.data.schema import UNSEEN, FeatureSchema
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 class BadRequest(Exception):
     """The client's input is wrong: answered with `status` and a message naming the field."""
@@ -87,6 +89,8 @@ class LoadedModel:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise BadRequest(f"the body is not valid JSON ({exc})") from None
+        except RecursionError:
+            raise BadRequest("the JSON body is nested too deeply; send a flat list of records") from None
         if isinstance(payload, dict) and "rows" in payload:
             rows = payload["rows"]
             if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
@@ -134,9 +138,15 @@ class LoadedModel:
             elif kind == "numeric":
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise BadRequest(f"records[{i}].{name}={value!r} must be a number", 422)
-                if not math.isfinite(value):
+                try:
+                    finite = math.isfinite(value)
+                except OverflowError:  # an integer too large for a float
+                    finite = False
+                if finite and abs(value) > FLOAT32_MAX:
+                    raise BadRequest(f"records[{i}].{name}={value:g} is beyond float32's range (±{FLOAT32_MAX:.3g}); send a smaller number", 422)
+                if not finite:
                     if not nullable:
-                        raise BadRequest(f"records[{i}].{name}={value} is not finite; send a number", 422)
+                        raise BadRequest(f"records[{i}].{name} is not a finite number; send a number", 422)
                     value = math.nan
                 out[j] = value
             else:
