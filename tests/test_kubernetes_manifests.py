@@ -47,8 +47,9 @@ def _all(spec: PipelineSpec, settings: StackSettings = ONPREM) -> list[tuple[str
 def test_every_manifest_is_valid_for_the_kubernetes_api(tmp_path: Path, version: str, strategy: str) -> None:
     spec = _spec(tmp_path, rollout={"strategy": strategy, "steps": [10, 50, 100]})
     pairs = _all(spec)
+    gpu_spec = spec.model_copy(update={"train": spec.train.model_copy(update={"accelerator": "gpu"})})
     for settings in (_settings(gpus=0), _settings(gpus=2)):  # CPU-only training and multi-GPU training
-        pairs += [(s, m) for s, m in plan.render(spec, settings, "r3", stages=("train",))]
+        pairs += [(s, m) for s, m in plan.render(gpu_spec, settings, "r3", stages=("train",))]
     kinds = {m["kind"] for _, m in pairs}
     assert {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Job", "Deployment", "Service",
             "HorizontalPodAutoscaler", "PodDisruptionBudget", "CronJob"} <= kinds  # fmt: skip
@@ -62,7 +63,7 @@ def test_every_manifest_is_valid_for_the_kubernetes_api(tmp_path: Path, version:
 
 def test_the_validation_is_not_vacuous(tmp_path: Path) -> None:
     """What the API server would refuse (or silently drop), the schemas refuse too."""
-    spec = _spec(tmp_path, rollout={"strategy": "canary", "steps": [10, 100]})
+    spec = _spec(tmp_path, rollout={"strategy": "canary", "steps": [10, 100]}, train={"accelerator": "gpu"})
     pairs = dict((m["kind"] + "/" + s, m) for s, m in _all(spec))
     train = pairs["Job/train"]
     bad = yaml.safe_load(yaml.safe_dump(train))
@@ -80,7 +81,7 @@ def test_the_validation_is_not_vacuous(tmp_path: Path) -> None:
 
 
 def test_training_asks_for_gpus_on_the_gpu_pool_and_tolerates_its_taint(tmp_path: Path) -> None:
-    spec = _spec(tmp_path)
+    spec = _spec(tmp_path, train={"accelerator": "gpu"})
     pairs = dict(plan.render(spec, _settings(gpus=2), "r1", stages=("search", "train")))
     pod = pairs["train"]["spec"]["template"]["spec"]
     resources = pod["containers"][0]["resources"]
@@ -88,7 +89,7 @@ def test_training_asks_for_gpus_on_the_gpu_pool_and_tolerates_its_taint(tmp_path
     assert pod["nodeSelector"] == {"fabric.io/pool": "train"}  # the gpuPools entry of the stack
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
     assert {"name": "registry", "mountPath": "/var/lib/fabric", "readOnly": False} in pod["containers"][0]["volumeMounts"]
-    args = pod["containers"][0]["args"]
+    args = pod["containers"][0]["command"]
     assert args[:3] == ["python", "-m", "fabric.backends.kubernetes.train"]
     assert args[args.index("--bucket") + 1] == "s3://fabric-onprem-artifacts"
     # the search runs on the CPU pool: no GPU asked for, no toleration
@@ -100,7 +101,25 @@ def test_training_asks_for_gpus_on_the_gpu_pool_and_tolerates_its_taint(tmp_path
     assert worker["nodeSelector"] == {"fabric.io/pool": "system"}
     study = next(e for e in worker["containers"][0]["env"] if e["name"] == "FABRIC_STUDY_URL")
     assert study["valueFrom"] == {"secretKeyRef": {"name": "fabric-study", "key": "url"}}
-    assert worker["containers"][0]["args"][:3] == ["python", "-m", "fabric.backends.kubernetes.worker"]
+    assert worker["containers"][0]["command"][:3] == ["python", "-m", "fabric.backends.kubernetes.worker"]
+
+
+def test_a_cpu_spec_never_asks_for_a_gpu_whatever_the_stack_offers(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)  # train.accelerator defaults to cpu
+    pod = dict(plan.render(spec, _settings(gpus=2), "r1", stages=("train",)))["train"]["spec"]["template"]["spec"]
+    assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["requests"]
+    assert "tolerations" not in pod and pod["nodeSelector"] == {"fabric.io/pool": "system"}
+
+
+def test_every_container_runs_its_own_command_not_the_images_entrypoint(tmp_path: Path) -> None:
+    containers = []
+    for _, manifest in _all(_spec(tmp_path, rollout={"strategy": "canary", "steps": [10, 100]})):
+        pod = manifest.get("spec", {}).get("template", {}).get("spec") or (
+            manifest.get("spec", {}).get("jobTemplate", {}).get("spec", {}).get("template", {}).get("spec"))
+        containers += (pod or {}).get("containers", [])
+    assert len(containers) >= 5  # search, train, serve, monitor, retrain at least
+    for c in containers:  # the serving image's ENTRYPOINT would swallow `args`
+        assert "args" not in c and c["command"][:2] == ["python", "-m"], c["name"]
 
 
 def test_serving_is_probed_on_ping_and_rolls_without_losing_a_ready_pod(tmp_path: Path) -> None:
@@ -112,7 +131,7 @@ def test_serving_is_probed_on_ping_and_rolls_without_losing_a_ready_pod(tmp_path
     pod = deployment["spec"]["template"]
     server = pod["spec"]["containers"][0]
     assert server["image"] == ONPREM.kubernetes.image
-    assert server["args"][:4] == ["python", "-m", "fabric.serving", "serve"] and "fraud:1" in server["args"]  # the pinned version
+    assert server["command"][:4] == ["python", "-m", "fabric.serving", "serve"] and "fraud:1" in server["command"]  # the pinned version
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert server[probe]["httpGet"] == {"path": "/ping", "port": "http"}
     assert server["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}
@@ -138,7 +157,7 @@ def test_canary_and_shadow_split_traffic_with_an_httproute(tmp_path: Path) -> No
     assert rule["filters"] == [{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "fraud-shadow", "port": 80}, "percent": 100}}]
     assert "filters" not in rollout.http_route(spec, ONPREM, "shadow", 0)["spec"]["rules"][0]
     job = rollout.controller_job(spec, ONPREM, "canary", "fraud:8", "r1")
-    args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert args[:3] == ["python", "-m", "fabric.backends.kubernetes.rollout_controller"]
     assert args[args.index("--candidate") + 1] == "fraud:8" and job["spec"]["backoffLimit"] == 0
     with pytest.raises(CapabilityError, match=r"fabric:kubernetes.gateway"):
@@ -146,14 +165,14 @@ def test_canary_and_shadow_split_traffic_with_an_httproute(tmp_path: Path) -> No
 
 
 def test_the_monitor_cronjob_runs_fabric_monitor_and_starts_a_retrain_job(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, drift={"retrain_budget_s": 30})
+    spec = _spec(tmp_path, drift={"retrain_budget_s": 30}, train={"accelerator": "gpu"})
     cron = dict(plan.render(spec, ONPREM, "r1", stages=("monitor",)))["monitor"]
     assert cron["spec"]["schedule"] == "*/15 * * * *" and cron["spec"]["concurrencyPolicy"] == "Forbid"
-    args = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    args = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
     assert args[:3] == ["python", "-m", "fabric.backends.kubernetes.monitor_job"]
     job = monitor_job.retrain_job(spec, ONPREM, now=0)
     assert job["metadata"]["name"] == "fraud-retrain-19700101-000000"
-    retrain_args = job["spec"]["template"]["spec"]["containers"][0]["args"]
+    retrain_args = job["spec"]["template"]["spec"]["containers"][0]["command"]
     assert {"--retrain", "--search-budget-s", "30", "challenger"} <= set(retrain_args)
     assert job["spec"]["template"]["spec"]["tolerations"]  # retraining trains on the GPU pool too
     reports = [{"endpoint": "fraud", "alarm": {"columns": ["amount"]}}, {"endpoint": "other", "alarm": None}]

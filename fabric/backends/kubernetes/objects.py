@@ -118,7 +118,9 @@ def container(settings: StackSettings, name: str, args: list[str], resources: di
         "name": name,
         "image": k.image,
         "imagePullPolicy": k.image_pull_policy,
-        "args": args,
+        # `command`, not `args`: the serving image's ENTRYPOINT is `python -m fabric.serving ...`,
+        # and `args` would only be appended to it
+        "command": args,
         "resources": resources,
         "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "runAsUser": 65534},
         **extra,

@@ -38,12 +38,14 @@ def train_args(spec: PipelineSpec, settings: StackSettings, mode: Mode) -> list[
 
 def train_job(spec: PipelineSpec, settings: StackSettings, run_id: str, mode: Mode = "train") -> dict[str, Any]:
     k = o.kube(settings)
-    scheduling = o.gpu_scheduling(settings) if k.gpus else o.cpu_scheduling(settings)
+    # right-sizing: the stack says how many GPUs a GPU job gets, the spec whether it is one
+    gpus = k.gpus if spec.train.accelerator == "gpu" else 0
+    scheduling = o.gpu_scheduling(settings) if gpus else o.cpu_scheduling(settings)
     container = o.container(
         settings,
         "train",
         train_args(spec, settings, mode),
-        o.resources(k.train_cpu, k.train_memory, gpus=k.gpus),
+        o.resources(k.train_cpu, k.train_memory, gpus=gpus),
         env=o.env(settings, study=True),
         volumeMounts=o.mounts(registry=True),
     )
