@@ -88,10 +88,11 @@ def test_a_large_harmless_shift_is_significant_but_below_min_effect(profile) -> 
 def test_corrupt_and_incomplete_capture_lines_are_skipped_and_counted(tmp_path: Path) -> None:
     good = {"ts": "t", "request_id": "r1", "model": "m:1", "slot": "champion", "features": {"a": 1, "b": "x"}, "prediction": 0.2}
     lines = [json.dumps(good), "{broken", json.dumps({**good, "features": {"a": 1}}), json.dumps({**good, "slot": "shadow"}),
-             json.dumps({**good, "prediction": "n/a"})]  # fmt: skip
+             json.dumps({**good, "prediction": "n/a"}), json.dumps({**good, "features": {"a": "abc", "b": "x"}}),
+             json.dumps({**good, "features": {"a": {"nested": 1}, "b": "x"}})]  # fmt: skip
     (tmp_path / "20261124T10.jsonl").write_text("\n".join(lines) + "\n")
-    batch = read_capture(tmp_path, ["a", "b"])
-    assert len(batch.rows) == 1 and (batch.corrupt, batch.missing_columns, batch.other_slots) == (2, 1, 1)
+    batch = read_capture(tmp_path, ["a", "b"], numeric=frozenset({"a"}))
+    assert len(batch.rows) == 1 and (batch.corrupt, batch.missing_columns, batch.other_slots) == (4, 1, 1)
     assert read_capture(tmp_path, ["a", "b"], batch.position).rows == []  # consumed once
 
 

@@ -93,7 +93,8 @@ class DriftLoop:
         names = [f["name"] for f in features]
         report = MonitorReport(self.endpoint, champion.address)
         state = self._load_state(champion.address)
-        batch = read_capture(self.endpoints.capture_dir(self.endpoint), names, state["position"])
+        numeric = frozenset(f["name"] for f in features if f["kind"] == "numeric")
+        batch = read_capture(self.endpoints.capture_dir(self.endpoint), names, state["position"], numeric)
         state["position"] = batch.position
         report.skipped = {"corrupt": batch.corrupt, "missing_columns": batch.missing_columns, "other_slots": batch.other_slots}
         rows = state["pending"] + [r for r in batch.rows if r.get("model") == champion.address]

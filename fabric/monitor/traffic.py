@@ -23,8 +23,11 @@ class CaptureBatch:
     position: dict[str, int] = field(default_factory=dict)  # file name -> lines consumed
 
 
-def read_capture(folder: Path, features: list[str], position: dict[str, int] | None = None) -> CaptureBatch:
-    """New champion rows since `position`, in file order (files are named by UTC hour)."""
+def read_capture(
+    folder: Path, features: list[str], position: dict[str, int] | None = None, numeric: frozenset[str] = frozenset()
+) -> CaptureBatch:
+    """New champion rows since `position`, in file order (files are named by UTC hour). A line whose
+    `numeric` feature holds something other than a number or null is corrupt."""
     batch = CaptureBatch(position=dict(position or {}))
     if not folder.is_dir():
         return batch
@@ -42,6 +45,9 @@ def read_capture(folder: Path, features: list[str], position: dict[str, int] | N
             if not isinstance(values, dict) or any(f not in values for f in features):
                 batch.missing_columns += 1
                 continue
+            if any(not _number_or_null(values[f]) for f in numeric):
+                batch.corrupt += 1
+                continue
             if row.get("slot", "champion") != "champion":
                 batch.other_slots += 1
                 continue
@@ -49,6 +55,10 @@ def read_capture(folder: Path, features: list[str], position: dict[str, int] | N
                                "model": row.get("model"), "ts": row.get("ts")})  # fmt: skip
         batch.position[path.name] = len(lines)
     return batch
+
+
+def _number_or_null(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 
 
 def read_labels(folder: Path) -> tuple[dict[str, Any], int]:
