@@ -105,9 +105,8 @@ class DriftLoop:
         while len(rows) >= size:
             window, rows = rows[:size], rows[size:]
             columns = {n: np.array([r[n] if r[n] is not None else np.nan for r in window], dtype=object) for n in names}
-            for f in features:
-                if f["kind"] == "numeric":
-                    columns[f["name"]] = columns[f["name"]].astype(np.float64)
+            for name in numeric:
+                columns[name] = columns[name].astype(np.float64)
             columns[PREDICTION] = np.array([r["prediction"] for r in window], dtype=np.float64)
             verdict = tracker.update(score_window(profile, columns, spec.drift.threshold_sigma, spec.drift.min_effect))
             entry = {"at": now(), "model": champion.address, "rows": size, "verdict": verdict.verdict,

@@ -138,16 +138,14 @@ class LoadedModel:
             elif kind == "numeric":
                 if isinstance(value, bool) or not isinstance(value, int | float):
                     raise BadRequest(f"records[{i}].{name}={value!r} must be a number", 422)
-                try:
-                    finite = math.isfinite(value)
-                except OverflowError:  # an integer too large for a float
-                    finite = False
-                if finite and abs(value) > FLOAT32_MAX:
-                    raise BadRequest(f"records[{i}].{name}={value:g} is beyond float32's range (±{FLOAT32_MAX:.3g}); send a smaller number", 422)
-                if not finite:
+                if isinstance(value, int) and abs(value) > FLOAT32_MAX:  # before isfinite, which overflows on it
+                    raise BadRequest(f"records[{i}].{name} is an integer beyond float32's range (±{FLOAT32_MAX:.3g}); send a smaller number", 422)
+                if not math.isfinite(value):
                     if not nullable:
                         raise BadRequest(f"records[{i}].{name} is not a finite number; send a number", 422)
                     value = math.nan
+                elif abs(value) > FLOAT32_MAX:
+                    raise BadRequest(f"records[{i}].{name}={value:g} is beyond float32's range (±{FLOAT32_MAX:.3g}); send a smaller number", 422)
                 out[j] = value
             else:
                 if not isinstance(value, str | int) or isinstance(value, bool):
