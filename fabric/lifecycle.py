@@ -89,6 +89,9 @@ def run_pipeline(
     from fabric.train import model_card, refit, write_model_card
 
     progress = progress or SilentProgress()
+    if parent is None:  # the version this one would replace; lineage keeps the number, not the alias
+        champion = registry.find(f"{spec.name}@champion")
+        parent = champion.address if champion else None
     timings: dict[str, float] = {}
     clock = time.monotonic()
 

@@ -199,13 +199,16 @@ class Registry:
             db.execute("COMMIT")
 
     def _clean_orphans(self) -> None:
-        """Remove artifact folders without a version row (a crash between move and commit)."""
-        with self._connect() as db:
+        """Remove artifact folders without a version row (a crash between move and commit).
+
+        Under the write lock: another process's `register` moves its folder in before it commits the
+        row, and a cleaner that read the rows without the lock would delete that folder."""
+        with self._write() as db:
             known = {(r["name"], r["version"]) for r in db.execute("SELECT name, version FROM versions")}
-        for model_dir in self.artifacts.iterdir():
-            for version_dir in model_dir.iterdir() if model_dir.is_dir() else []:
-                if version_dir.name.isdigit() and (model_dir.name, int(version_dir.name)) not in known:
-                    shutil.rmtree(version_dir, ignore_errors=True)
+            for model_dir in self.artifacts.iterdir():
+                for version_dir in model_dir.iterdir() if model_dir.is_dir() else []:
+                    if version_dir.name.isdigit() and (model_dir.name, int(version_dir.name)) not in known:
+                        shutil.rmtree(version_dir, ignore_errors=True)
 
     @contextmanager
     def stage(self) -> Iterator[Path]:
@@ -367,6 +370,13 @@ class Registry:
                 names = [r[0] for r in db.execute("SELECT DISTINCT name FROM versions ORDER BY name")]
                 raise RegistryError(f"{address}: no such model version in {self.root}; registered models: {names or 'none'}")
             return self._row_to_version(db, row)
+
+    def find(self, address: str) -> ModelVersion | None:
+        """`get`, or None where the address names nothing (yet)."""
+        try:
+            return self.get(address)
+        except RegistryError:
+            return None
 
     def list(self, name: str | None = None) -> list[ModelVersion]:
         with self._connect() as db:

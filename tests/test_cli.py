@@ -47,6 +47,14 @@ def test_run_registers_a_model_with_lineage(tmp_path: Path, home: Path) -> None:
     assert lineage["code_version"] and lineage["spec_hash"]
     listed = json.loads(fabric_cli("models", "list", "--json").stdout)
     assert [v["address"] for v in listed] == ["fraud:1"]
+    assert lineage["parent"] is None  # nothing to replace yet
+
+    assert fabric_cli("models", "alias", "fraud:1", "champion").returncode == 0
+    again = fabric_cli("run", str(write_spec(tmp_path, search={"budget_s": 4, "families": ["lightgbm"]})), "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["model"] == "fraud:2"
+    second = json.loads(fabric_cli("models", "show", "fraud:2", "--json").stdout)["lineage"]
+    assert second["parent"] == "fraud:1"  # the champion it would replace, by number (the alias moves)
 
 
 def _assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -81,6 +81,9 @@ def _spec_on(tmp_path: Path, frame: pd.DataFrame | None, **data: object):  # noq
         (lambda f: f.assign(amount=np.nan), {}, "column 'amount' of .* is all NaN"),
         (lambda f: f.assign(is_fraud=0), {}, "data.target='is_fraud' has one class"),
         (lambda f: f.assign(is_fraud=np.arange(len(f)) % 3), {}, "has 3 classes"),
+        (None, {"time_column": "channel"}, "data.time_column='channel' holds no dates"),
+        (lambda f: f.assign(event_time=f["event_time"].where(f.index % 7 != 0)), {},
+         "data.time_column='event_time' has 286 rows without a time"),
     ],
 )
 def test_bad_data_names_the_field(tmp_path: Path, mutate, data: dict, message: str) -> None:  # noqa: ANN001
@@ -99,3 +102,16 @@ def test_empty_and_missing_files(tmp_path: Path) -> None:
         prepare(_spec_on(tmp_path, None))
     with pytest.raises(DataError, match="no such file"):
         prepare(load_pipeline(write_spec(tmp_path, data={"source": "nope.csv", "rows": None})))
+
+
+def test_stratified_split_keeps_the_class_ratio_in_every_part(tmp_path: Path) -> None:
+    frame = generate_fraud(6000, seed=8)
+    spec = _spec_on(tmp_path, frame, time_column=None)
+    data = prepare(spec)
+    overall = frame["is_fraud"].mean()
+    positives = [int(part.y.sum()) for part in (data.train, data.validation, data.test)]
+    assert all(p > 0 for p in positives)  # a rare class lands in every part
+    for part in (data.train, data.validation, data.test):
+        assert abs(part.y.mean() - overall) < 0.25 * overall + 1 / len(part.y)
+    rows = np.concatenate([part.frame["transaction_id"].to_numpy() for part in (data.train, data.validation, data.test)])
+    assert len(rows) == len(set(rows.tolist())) == 6000  # a partition: no row lost or repeated

@@ -141,6 +141,23 @@ def _binary_labels(target: pd.Series) -> np.ndarray:
     return (target == positive).astype(int).to_numpy()
 
 
+def _event_times(spec: PipelineSpec, frame: pd.DataFrame) -> np.ndarray:
+    column = spec.data.time_column
+    values = frame[column]
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
+        times = values  # epoch numbers and datetimes order as they are
+    else:
+        times = pd.to_datetime(values, errors="coerce", format="mixed")
+        if times.isna().all():
+            raise DataError(f"data.time_column={column!r} holds no dates (e.g. {values.iloc[0]!r}); "
+                            "point it at a date/time or epoch column, or remove it to split stratified")  # fmt: skip
+    missing = np.flatnonzero(pd.isna(times).to_numpy())
+    if len(missing):
+        raise DataError(f"data.time_column={column!r} has {len(missing)} rows without a time or with an unparseable one "
+                        f"(rows {missing[:5].tolist()}...); fix or drop them")  # fmt: skip
+    return times.to_numpy()
+
+
 def split_indices(spec: PipelineSpec, frame: pd.DataFrame, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = len(frame)
     n_test = max(1, int(round(n * spec.data.split.test)))
@@ -148,7 +165,7 @@ def split_indices(spec: PipelineSpec, frame: pd.DataFrame, y: np.ndarray) -> tup
     if n - n_test - n_val < 2:
         raise DataError(f"data.source={spec.data.source} has {n} rows: too few to split into train/validation/test")
     if spec.data.time_column:
-        order = np.argsort(pd.to_datetime(frame[spec.data.time_column]).to_numpy(), kind="stable")
+        order = np.argsort(_event_times(spec, frame), kind="stable")
         return order[: n - n_test - n_val], order[n - n_test - n_val : n - n_test], order[n - n_test :]
     from sklearn.model_selection import train_test_split
 
