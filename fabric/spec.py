@@ -307,7 +307,9 @@ class NodePool(_Camel):
     min: int = Field(ge=0)
     max: int = Field(ge=0)
     desired: int | None = Field(None, ge=0)
-    capacity_type: Literal["ON_DEMAND", "SPOT"] = "ON_DEMAND"
+    capacity_type: Literal["ON_DEMAND", "SPOT"] = Field(
+        "ON_DEMAND", description="default: SPOT for the GPU training pool, ON_DEMAND otherwise (StackSettings decides)"
+    )
     disk_gb: int = Field(100, gt=0)
 
     @model_validator(mode="after")
@@ -450,6 +452,31 @@ class StackSettings(_Camel):
     drift_alarm_sigma: float = Field(2.3, gt=0)
     prices: dict[str, PriceSettings] = Field(default_factory=dict, description="overrides of fabric/prices.yaml")
     kubernetes: KubernetesSettings | None = Field(None, description="settings of the kubernetes backend")
+    spot_training: bool = Field(
+        True, description="SageMaker training jobs use managed spot capacity with S3 checkpoints (off: on-demand)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spot_for_training(cls, values: Any) -> Any:
+        """A GPU pool that trains runs on SPOT unless its entry says otherwise: training resumes from
+        its checkpoints when a node is reclaimed. A GPU pool that may serve (another GPU pool than the
+        training one, or any GPU pool once an endpoint asks for `gpu: true`) stays ON_DEMAND, as do
+        CPU pools: a reclaimed serving node drops live traffic."""
+        if not isinstance(values, dict) or not isinstance(values.get("gpuPools", values.get("gpu_pools")), list):
+            return values
+        key = "gpuPools" if "gpuPools" in values else "gpu_pools"
+        endpoints = values.get("endpoints") or {}
+        gpu_serving = isinstance(endpoints, dict) and any(isinstance(e, dict) and e.get("gpu") is True for e in endpoints.values())
+        kube = values.get("kubernetes") if isinstance(values.get("kubernetes"), dict) else {}
+        train = kube.get("trainPool", kube.get("train_pool"))
+        pools = []
+        for i, pool in enumerate(values[key]):
+            if isinstance(pool, dict) and "capacityType" not in pool and "capacity_type" not in pool:
+                trains = pool.get("name") == train if train is not None else i == 0
+                pool = {**pool, "capacityType": "SPOT" if trains and not gpu_serving else "ON_DEMAND"}
+            pools.append(pool)
+        return {**values, key: pools}
 
     @model_validator(mode="after")
     def _coherent(self) -> StackSettings:

@@ -7,13 +7,15 @@ drift score the monitor publishes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
 
+from fabric.backends.sagemaker import names
 from fabric.spec import EndpointSettings
 
-VARIANT = "champion"
+VARIANT = names.VARIANT
 INVOCATIONS_PER_INSTANCE = 1000.0  # per minute: the scaling target
 
 
@@ -33,7 +35,7 @@ class EndpointArgs:
 
 def model_artifact_url(bucket: pulumi.Input[str], model: str) -> pulumi.Output[str]:
     name, version = model.split(":")
-    return pulumi.Output.concat("s3://", bucket, f"/models/{name}/{version}/model.tar.gz")
+    return pulumi.Output.concat("s3://", bucket, f"/{names.model_prefix(name, int(version))}/model.tar.gz")
 
 
 class SageMakerEndpoint(pulumi.ComponentResource):
@@ -41,10 +43,10 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         super().__init__("fabric:infra:SageMakerEndpoint", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         s, version = args.settings, args.model.split(":")[1]
-        endpoint_name = f"fabric-{args.stack}-{args.use_case}"
+        endpoint_name = names.endpoint(args.stack, args.use_case)
         self.model = aws.sagemaker.Model(
             f"{name}-model",
-            name=f"{endpoint_name}-v{version}",
+            name=names.versioned(args.stack, args.use_case, int(version)),
             execution_role_arn=args.role_arn,
             primary_container={"image": args.image, "model_data_url": model_artifact_url(args.bucket, args.model),
                                "environment": {"FABRIC_MODEL": args.model}},
@@ -54,13 +56,13 @@ class SageMakerEndpoint(pulumi.ComponentResource):
         # a new model version means a new config; the endpoint switches to it without downtime
         self.config = aws.sagemaker.EndpointConfiguration(
             f"{name}-config",
-            name=f"{endpoint_name}-v{version}",
+            name=names.versioned(args.stack, args.use_case, int(version)),
             production_variants=[{"variant_name": VARIANT, "model_name": self.model.name,
                                   "initial_instance_count": s.min_instances, "instance_type": s.instance_type}],
             data_capture_config={
                 "enable_capture": s.data_capture_rate > 0,
                 "initial_sampling_percentage": round(s.data_capture_rate * 100),
-                "destination_s3_uri": pulumi.Output.concat("s3://", args.bucket, f"/capture/{args.use_case}"),
+                "destination_s3_uri": pulumi.Output.concat("s3://", args.bucket, f"/{names.capture_prefix(args.use_case)}"),
                 "kms_key_id": args.key_arn,
                 "capture_options": [{"capture_mode": "Input"}, {"capture_mode": "Output"}],
             },
@@ -86,31 +88,25 @@ class SageMakerEndpoint(pulumi.ComponentResource):
             },
             opts=child,
         )  # fmt: skip
-        alarms(self, name, endpoint_name, s.latency_budget_ms, args.drift_alarm_sigma, args.tags,
-               {"EndpointName": self.endpoint.name, "VariantName": VARIANT})  # fmt: skip
+        metric_alarm(f"{name}-p99-latency", names.latency_alarm_request(args.stack, args.use_case, s.latency_budget_ms),
+                     args.tags, self)  # fmt: skip
+        metric_alarm(f"{name}-drift", names.drift_alarm_request(args.stack, args.use_case, args.drift_alarm_sigma), args.tags, self)
         self.register_outputs({"endpoint": self.endpoint.name})
 
 
-def alarms(parent: pulumi.Resource, name: str, endpoint: str, budget_ms: float, sigma: float, tags: dict[str, str],
-           dimensions: dict[str, pulumi.Input[str]]) -> None:  # fmt: skip
-    child = pulumi.ResourceOptions(parent=parent)
-    aws.cloudwatch.MetricAlarm(
-        f"{name}-p99-latency", alarm_description=f"{endpoint}: p99 model latency over its {budget_ms} ms budget",
-        namespace="AWS/SageMaker", metric_name="ModelLatency", extended_statistic="p99",
-        threshold=budget_ms * 1000.0,  # ModelLatency is in microseconds
-        comparison_operator="GreaterThanThreshold", period=60, evaluation_periods=5, datapoints_to_alarm=3,
-        dimensions=dimensions, treat_missing_data="notBreaching", tags=tags, opts=child,
-    )  # fmt: skip
-    drift_alarm(parent, name, endpoint, sigma, tags)
-
-
-def drift_alarm(parent: pulumi.Resource, name: str, endpoint: str, sigma: float, tags: dict[str, str]) -> None:
-    aws.cloudwatch.MetricAlarm(
-        f"{name}-drift", alarm_description=f"{endpoint}: drift score over {sigma} sigma (fabric monitor)",
-        namespace="Fabric", metric_name="DriftSigma", statistic="Maximum", threshold=sigma,
-        comparison_operator="GreaterThanThreshold", period=300, evaluation_periods=2, datapoints_to_alarm=2,
-        dimensions={"Endpoint": endpoint}, treat_missing_data="notBreaching", tags=tags,
-        opts=pulumi.ResourceOptions(parent=parent),
+def metric_alarm(resource_name: str, request: dict[str, Any], tags: dict[str, str], parent: pulumi.Resource) -> aws.cloudwatch.MetricAlarm:
+    """A CloudWatch alarm from the PutMetricAlarm parameters the backend upserts with the same name
+    (fabric.backends.sagemaker.names), so `deploy` can name it in AutoRollbackConfiguration."""
+    return aws.cloudwatch.MetricAlarm(
+        resource_name,
+        name=request["AlarmName"],  # deterministic, never Pulumi's random suffix
+        alarm_description=request["AlarmDescription"],
+        namespace=request["Namespace"], metric_name=request["MetricName"],
+        statistic=request.get("Statistic"), extended_statistic=request.get("ExtendedStatistic"),
+        dimensions={d["Name"]: d["Value"] for d in request["Dimensions"]},
+        threshold=request["Threshold"], comparison_operator=request["ComparisonOperator"], period=request["Period"],
+        evaluation_periods=request["EvaluationPeriods"], datapoints_to_alarm=request["DatapointsToAlarm"],
+        treat_missing_data=request["TreatMissingData"], tags=tags, opts=pulumi.ResourceOptions(parent=parent),
     )  # fmt: skip
 
 
@@ -160,7 +156,7 @@ class KubernetesEndpoint(pulumi.ComponentResource):
                         "init_containers": [{
                             "name": "fetch-model", "image": "amazon/aws-cli:2.17.0",
                             "args": ["s3", "cp", "--recursive",
-                                     pulumi.Output.concat("s3://", args.bucket, "/models/", args.model.replace(":", "/"), "/"),
+                                     pulumi.Output.concat("s3://", args.bucket, "/", names.model_prefix(args.model.split(":")[0], int(args.model.split(":")[1])), "/"),
                                      model_dir],
                             "volume_mounts": [{"name": "model", "mount_path": model_dir}],
                         }],
@@ -197,5 +193,5 @@ class KubernetesEndpoint(pulumi.ComponentResource):
             spec={"min_available": max(1, s.min_instances - 1), "selector": {"match_labels": {"app.kubernetes.io/name": app}}},
             opts=child,
         )  # fmt: skip
-        drift_alarm(self, name, f"fabric-{args.stack}-{args.use_case}", args.drift_alarm_sigma, args.tags)
+        metric_alarm(f"{name}-drift", names.drift_alarm_request(args.stack, args.use_case, args.drift_alarm_sigma), args.tags, self)
         self.register_outputs({"service": self.service.metadata["name"]})

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from fabric.backends.sagemaker import names
 from fabric.spec import FeatureTableSettings
 
 
@@ -27,14 +28,14 @@ class FeatureTable(pulumi.ComponentResource):
         table = args.table
         self.group = aws.sagemaker.FeatureGroup(
             name,
-            feature_group_name=f"fabric-{args.stack}-{name.replace('_', '-')}",
+            feature_group_name=names.feature_group(f"fabric-{args.stack}", name),
             record_identifier_feature_name=table.record_id,
             event_time_feature_name=table.event_time,
             role_arn=args.role_arn,
             feature_definitions=[{"feature_name": f, "feature_type": t} for f, t in table.features.items()],
             online_store_config={"enable_online_store": table.online, "security_config": {"kms_key_id": args.key_arn}},
             offline_store_config={
-                "s3_storage_config": {"s3_uri": pulumi.Output.concat("s3://", args.bucket, "/features/", name),
+                "s3_storage_config": {"s3_uri": pulumi.Output.concat("s3://", args.bucket, f"/{names.feature_prefix(name)}"),
                                       "kms_key_id": args.key_arn},
                 "disable_glue_table_creation": False,
             },

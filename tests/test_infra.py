@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
@@ -155,9 +156,128 @@ def test_pulumi_yaml_declares_only_types_pulumi_accepts_with_stacksettings_defau
     project = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())
     assert project["main"] == "infra/" and project["stackConfigDir"] == "stacks/"
     declared = project["config"]
-    assert len(declared) == 3
+    assert len(declared) == 4
     fields = {f.alias or name: f for name, f in StackSettings.model_fields.items()}
     for key, spec in declared.items():
         assert spec["type"] in ("string", "integer", "boolean", "array"), key  # Pulumi's project config types
         assert "default" in spec, f"{key}: Pulumi requires a declared key without a default in every stack"
         assert spec["default"] == fields[key.removeprefix("fabric:")].default, key
+
+
+def _policies(plan: Plan) -> dict[str, dict]:
+    """role (training, serving, pipeline) -> its recorded policy document."""
+    documents = plan.of_type("aws:iam/rolePolicy:RolePolicy")
+    assert len(documents) == 3
+    return {r.name.removeprefix("roles-").removesuffix("-policy"): json.loads(r.inputs["policy"]) for r in documents}
+
+
+def _allows(document: dict, action: str, resource: str) -> bool:
+    """IAM's Allow matching (`*` and `?` wildcards), for statements without conditions."""
+    for statement in document["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        if statement["Effect"] == "Allow" and "Condition" not in statement and any(fnmatchcase(action, a) for a in actions) \
+                and any(fnmatchcase(resource, r) for r in resources):  # fmt: skip
+            return True
+    return False
+
+
+@pytest.mark.parametrize("env", ["staging", "prod"])
+def test_every_key_the_backend_writes_is_allowed_for_the_role_that_writes_it(plans: dict[str, Plan], env: str) -> None:
+    from fabric.backends.sagemaker import names
+    from fabric.backends.sagemaker.pipeline import definition
+    from fabric.spec import load_pipeline
+
+    plan = plans[env]
+    policies = _policies(plan)
+    (bucket,) = plan.of_type(BUCKET)
+    assert bucket.inputs["bucket"] == names.bucket(env)
+    roles = {r.inputs["name"]: r for r in plan.of_type("aws:iam/role:Role")}
+    assert set(roles) == {f"fabric-{env}-{k}" for k in ("training", "serving", "pipeline")}  # what backend.role() names
+
+    def obj(url: str) -> str:  # s3://<bucket>/<key> -> the object's ARN as the mock run names the bucket
+        name, _, key = url.removeprefix("s3://").partition("/")
+        assert name == names.bucket(env)
+        return f"arn:aws:mock:::{bucket.name}/{key}"
+
+    spec = load_pipeline(ROOT / "pipelines" / "fraud.yaml")
+    steps = {s["Name"]: s["Arguments"] for s in definition(spec, plan.settings, "img", "role")["Steps"]}
+    checks: list[tuple[str, str, str]] = []  # (role, action, resource)
+    for step in ("Search", "Train", "Quantize"):
+        job = f"pipelines-x1y2-{step}-abc"  # SageMaker Pipelines names the jobs it starts
+        output = f"{steps[step]['OutputDataConfig']['S3OutputPath']}/{job}/output/model.tar.gz"
+        checks += [("training", "s3:PutObject", obj(output)), ("training", "s3:GetObject", obj(output)),  # the next step reads it
+                   ("pipeline", "sagemaker:CreateTrainingJob", f"arn:aws:sagemaker:us-east-1:123456789012:training-job/{job}")]  # fmt: skip
+        checkpoint = steps[step]["CheckpointConfig"]["S3Uri"]  # spot is the default: every training step checkpoints
+        checks += [("training", a, obj(f"{checkpoint}/registry/registry.db")) for a in ("s3:PutObject", "s3:GetObject")]
+        checks.append(("training", "logs:PutLogEvents",
+                       f"arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/TrainingJobs:log-stream:{job}/algo-1"))
+    evaluation = f"{steps['Evaluate']['ProcessingOutputConfig']['Outputs'][0]['S3Output']['S3Uri']}/evaluation.json"
+    checks += [("training", "s3:PutObject", obj(evaluation)), ("pipeline", "s3:GetObject", obj(evaluation)),
+               ("pipeline", "sagemaker:CreateProcessingJob", "arn:aws:sagemaker:us-east-1:123456789012:processing-job/pipelines-x1y2-Evaluate-abc"),
+               ("pipeline", "sagemaker:CreateModelPackage", f"arn:aws:sagemaker:us-east-1:123456789012:model-package/{names.package_group(env, 'fraud')}/3"),
+               ("pipeline", "iam:PassRole", "arn:aws:mock:::roles-training")]  # fmt: skip
+    # serving: the pinned model infra serves and the versions `fabric deploy` serves, data capture, endpoint logs
+    (model,) = plan.of_type("aws:sagemaker/model:Model")
+    (config,) = plan.of_type("aws:sagemaker/endpointConfiguration:EndpointConfiguration")
+    capture = config.inputs["dataCaptureConfig"]["destinationS3Uri"]
+    endpoint = names.endpoint(env, "fraud")
+    checks += [("serving", "s3:GetObject", obj(model.inputs["primaryContainer"]["modelDataUrl"])),
+               ("serving", "s3:GetObject", obj(names.model_url(env, "fraud", 12))),
+               ("serving", "s3:PutObject", obj(f"{capture}/{endpoint}/champion/2026/11/24/10/part.jsonl")),
+               ("serving", "logs:CreateLogStream",
+                f"arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/{endpoint}:log-stream:champion/i-0abc")]  # fmt: skip
+    # the feature group's offline store writes as the role it is given
+    (group,) = plan.of_type("aws:sagemaker/featureGroup:FeatureGroup")
+    assert group.inputs["roleArn"] == "arn:aws:mock:::roles-training"
+    checks.append(("training", "s3:PutObject", obj(f"{group.inputs['offlineStoreConfig']['s3StorageConfig']['s3Uri']}/123/sagemaker/x.parquet")))
+    denied = [c for c in checks if not _allows(policies[c[0]], c[1], c[2])]
+    assert len(checks) == 28 and denied == []
+    # and nothing more: models are written by `fabric run` (a person's or CI's credentials), never by a job or endpoint
+    for role in ("training", "serving"):
+        assert not _allows(policies[role], "s3:PutObject", obj(names.model_url(env, "fraud", 12)))
+    assert not _allows(policies["serving"], "s3:GetObject", obj(evaluation))
+    assert not _allows(policies["pipeline"], "sagemaker:CreateTrainingJob", "arn:aws:sagemaker:us-east-1:1:training-job/other")
+
+
+def test_alarms_have_the_names_deploy_rolls_back_on(plans: dict[str, Plan]) -> None:
+    from fabric.backends.sagemaker import names
+    from fabric.backends.sagemaker.deploy import update_endpoint_request
+    from fabric.spec import RolloutSpec
+
+    alarms = plans["prod"].of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    assert len(alarms) == 2
+    by_name = {a.inputs["name"]: a.inputs for a in alarms}
+    assert set(by_name) == {names.latency_alarm("prod", "fraud"), names.drift_alarm("prod", "fraud")}
+    request = update_endpoint_request("fabric-prod-fraud", "c", RolloutSpec(strategy="canary", steps=[10, 100]),
+                                      [names.latency_alarm("prod", "fraud")])  # what deploy sends
+    rollback = request["DeploymentConfig"]["AutoRollbackConfiguration"]["Alarms"][0]["AlarmName"]
+    latency = by_name[rollback]
+    assert latency["dimensions"] == {"EndpointName": "fabric-prod-fraud", "VariantName": "champion"}
+    assert latency["threshold"] == 20_000.0  # 20 ms budget, ModelLatency in microseconds
+    onprem = plans["onprem"].of_type("aws:cloudwatch/metricAlarm:MetricAlarm")
+    assert [a.inputs["name"] for a in onprem] == [names.drift_alarm("onprem", "fraud")]
+
+
+def test_training_pools_default_to_spot_and_serving_pools_stay_on_demand(plans: dict[str, Plan]) -> None:
+    from fabric.spec import StackSettings
+
+    for env in ("dev", "onprem"):
+        groups = plans[env].of_type(NODE_GROUP)
+        assert len(groups) == {"dev": 2, "onprem": 3}[env]
+        capacity = {g.inputs["nodeGroupName"]: g.inputs["capacityType"] for g in groups}
+        assert capacity.pop("train-gpu") == "SPOT"
+        assert set(capacity.values()) == {"ON_DEMAND"}, env  # system and serving
+    for env in ("staging", "prod"):
+        assert [p.capacity_type for p in plans[env].settings.gpu_pools] == ["SPOT"]
+
+    def pools(**config: object) -> list[str]:
+        settings = StackSettings.from_config("x", {"fabric:platform": "sagemaker", **{f"fabric:{k}": v for k, v in config.items()}}, "x.yaml")
+        return [p.capacity_type for p in settings.gpu_pools]
+
+    two = [{"name": "train", "instanceTypes": ["g5.xlarge"], "min": 0, "max": 2},
+           {"name": "infer", "instanceTypes": ["g5.xlarge"], "min": 0, "max": 2}]  # fmt: skip
+    assert pools(gpuPools=two) == ["SPOT", "ON_DEMAND"]  # only the pool that trains
+    assert pools(gpuPools=[{**two[0], "capacityType": "ON_DEMAND"}]) == ["ON_DEMAND"]  # an explicit choice stands
+    gpu_endpoint = {"fraud": {"instanceType": "ml.g5.xlarge", "minInstances": 1, "maxInstances": 1, "latencyBudgetMs": 5, "gpu": True}}
+    assert pools(gpuPools=two[:1], endpoints=gpu_endpoint) == ["ON_DEMAND"]  # a GPU pool that may serve

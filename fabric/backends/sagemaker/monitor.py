@@ -70,9 +70,6 @@ def score_capture(spec: PipelineSpec, profile: Profile, rows: list[dict[str, Any
 def publish(clients: Clients, stack: str, use_case: str, sigma: float, threshold: float) -> None:
     endpoint = names.endpoint(stack, use_case)
     with aws_errors(f"drift metric of {endpoint}"):
-        clients.cloudwatch.put_metric_data(Namespace="Fabric", MetricData=[
+        clients.cloudwatch.put_metric_data(Namespace=names.METRIC_NAMESPACE, MetricData=[
             {"MetricName": "DriftSigma", "Dimensions": [{"Name": "Endpoint", "Value": endpoint}], "Value": float(sigma)}])  # fmt: skip
-        clients.cloudwatch.put_metric_alarm(  # idempotent: the same name updates the alarm
-            AlarmName=names.drift_alarm(stack, use_case), Namespace="Fabric", MetricName="DriftSigma",
-            Dimensions=[{"Name": "Endpoint", "Value": endpoint}], Statistic="Maximum", Period=300, EvaluationPeriods=2,
-            DatapointsToAlarm=2, Threshold=threshold, ComparisonOperator="GreaterThanThreshold", TreatMissingData="notBreaching")  # fmt: skip
+        clients.cloudwatch.put_metric_alarm(**names.drift_alarm_request(stack, use_case, threshold))  # idempotent: same name

@@ -4,8 +4,9 @@ condition (metric and latency budget) -> register. Written as the pipeline JSON 
 so no SageMaker SDK is needed at run time. Every job runs the same image and entrypoint
 (`python -m fabric.backends.sagemaker.entrypoint <stage>`) as the local lifecycle's code.
 
-Training steps use managed spot capacity when the stack's GPU pool is SPOT, with a checkpoint
-location in the artifact bucket and a max wait, so a reclaimed instance resumes, not restarts.
+Training steps (CPU jobs too) use managed spot capacity by default, with a checkpoint location in
+the artifact bucket and a max wait, so a reclaimed instance resumes, not restarts. `fabric:spotTraining:
+false` turns it off for the stack, and a GPU job whose pool says `capacityType: ON_DEMAND` runs on demand.
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ MAX_WAIT_FACTOR = 3  # spot: wait up to 3x the run time for capacity before fail
 def _job(stage: str, settings: StackSettings, spec: PipelineSpec, image: str, role: str, runtime_s: int) -> dict[str, Any]:
     pool = settings.gpu_pools[0] if (spec.train.accelerator == "gpu" and settings.gpu_pools) else None
     instance = pool.instance_types[0] if pool else "ml.m5.xlarge"
-    spot = bool(pool and pool.capacity_type == "SPOT")
+    spot = settings.spot_training and (pool is None or pool.capacity_type == "SPOT")
     bucket = names.bucket(settings.env)
     args: dict[str, Any] = {
         "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File",
                                    "ContainerEntrypoint": ["python", "-m", "fabric.backends.sagemaker.entrypoint", stage]},
         "RoleArn": role,
-        "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/pipelines/{spec.name}/{stage}"},
+        "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/{names.pipeline_prefix(spec.name, stage)}"},
         "ResourceConfig": {"InstanceCount": 1, "InstanceType": instance if instance.startswith("ml.") else f"ml.{instance}",
                            "VolumeSizeInGB": 50},
         "StoppingCondition": {"MaxRuntimeInSeconds": runtime_s},
@@ -36,7 +37,7 @@ def _job(stage: str, settings: StackSettings, spec: PipelineSpec, image: str, ro
     }  # fmt: skip
     if spot:
         args["StoppingCondition"]["MaxWaitTimeInSeconds"] = runtime_s * MAX_WAIT_FACTOR
-        args["CheckpointConfig"] = {"S3Uri": f"s3://{bucket}/checkpoints/{spec.name}/{stage}"}
+        args["CheckpointConfig"] = {"S3Uri": f"s3://{bucket}/{names.checkpoint_prefix(spec.name, stage)}"}
     return args
 
 
@@ -62,7 +63,7 @@ def _evaluate(settings: StackSettings, spec: PipelineSpec, image: str, role: str
         "ProcessingInputs": [{"InputName": "model", "S3Input": {"S3Uri": _artifacts("Quantize"), "LocalPath": "/opt/ml/processing/model",
                                                                 "S3DataType": "S3Prefix", "S3InputMode": "File"}}],
         "ProcessingOutputConfig": {"Outputs": [{"OutputName": "evaluation", "S3Output": {
-            "S3Uri": f"s3://{bucket}/pipelines/{spec.name}/evaluation", "LocalPath": "/opt/ml/processing/evaluation",
+            "S3Uri": f"s3://{bucket}/{names.pipeline_prefix(spec.name, 'evaluation')}", "LocalPath": "/opt/ml/processing/evaluation",
             "S3UploadMode": "EndOfJob"}}]},
         "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
         "Environment": {"FABRIC_METRIC": spec.metric},
