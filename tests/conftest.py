@@ -47,3 +47,19 @@ def fabric_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None =
     return subprocess.run(
         [exe, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd or ROOT, timeout=300
     )
+
+
+@pytest.fixture(scope="module")
+def moto_url():  # noqa: ANN201 - Iterator[str]
+    """moto in server mode on a free loopback port: a real AWS API emulator, never a fake of boto3."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()

@@ -3,9 +3,13 @@
 run:     upsert the SageMaker Pipeline (search -> train -> quantize -> evaluate -> condition ->
          register), start it and follow it. Against an emulator (FABRIC_AWS_ENDPOINT_URL), which
          records executions but runs no job, the steps run in-process (the same code the job's
-         container runs) and the result is registered as a model package.
-deploy:  model + endpoint config per version, endpoint created or updated by traffic shifting with
-         auto-rollback on the endpoint's alarms, wait until InService, autoscaling.
+         container runs); against AWS the Quantize step's model.tar.gz (with fabric-run.json) is
+         imported. Either way the same code then registers the version: local mirror, model and
+         lineage.json under models/<name>/<version>/, the package's lineage metadata (the package
+         the pipeline's Register step made is adopted, not duplicated).
+deploy:  model + endpoint config per version, the p99 alarm upserted, endpoint created (or, when
+         Failed, deleted and created again) or updated by traffic shifting with auto-rollback on that
+         alarm, wait until InService, autoscaling.
 monitor: data capture from S3 -> drift windows -> CloudWatch metric and alarm -> retraining pipeline.
 """
 
@@ -29,6 +33,15 @@ from fabric.registry import Registry, actor, fabric_home
 from fabric.spec import PipelineSpec, RolloutSpec
 
 TERMINAL = {"Succeeded", "Failed", "Stopped"}
+
+
+def training_job_of(step: str, steps: list[dict[str, Any]]) -> str | None:
+    """The training job name of a succeeded step, from ListPipelineExecutionSteps (its ARN's last part)."""
+    for s in steps:
+        arn = s.get("Metadata", {}).get("TrainingJob", {}).get("Arn")
+        if s.get("StepName") == step and s.get("StepStatus") == "Succeeded" and arn:
+            return arn.rsplit("/", 1)[-1]
+    return None
 
 
 class SageMakerBackend(Backend):
@@ -93,8 +106,12 @@ class SageMakerBackend(Backend):
                 steps = self.clients.sagemaker.list_pipeline_execution_steps(PipelineExecutionArn=arn)["PipelineExecutionSteps"]
                 failed = [f"{s['StepName']}: {s.get('FailureReason', '?')}" for s in steps if s.get("StepStatus") == "Failed"]
                 raise FabricError(f"pipeline execution failed at {failed or described.get('FailureReason')}; fix and run again")
-            if status in TERMINAL or self.emulated or time.monotonic() > deadline:
+            if status == "Stopped":
+                raise FabricError(f"pipeline execution {arn} was stopped; run again to train")
+            if status in TERMINAL or self.emulated:
                 return described
+            if time.monotonic() > deadline:
+                raise FabricError(f"pipeline execution {arn} still {status} after {timeout_s:.0f} s; follow it in SageMaker Studio")
             time.sleep(15)
 
     @property
@@ -107,13 +124,30 @@ class SageMakerBackend(Backend):
         self._check_bucket()
         arn = self.start(spec, "fabric run")
         self.follow(arn, progress)
-        if not self.emulated:
-            raise FabricError(f"pipeline {arn} finished; its Register step put the model in "
-                              f"{names.package_group(self.settings.env, spec.name)} (approve it with `fabric models approve`)")  # fmt: skip
-        # the emulator runs no job: the steps run here, as the container's entrypoint would
-        result = run_pipeline(spec, self.settings.env, self.registry, self.home, progress=progress, budget_s=budget_s)
-        result.package_arn = sm_registry.register_package(self.clients, self.settings.env, result.version, self.image())
+        if self.emulated:  # the emulator runs no job: the steps run here, as the container's entrypoint would
+            result = run_pipeline(spec, self.settings.env, self.registry, self.home, progress=progress, budget_s=budget_s)
+            return self.finish(result, arn)
+        artifacts = self.step_artifacts(arn, "Quantize")
+        return self.finish(sm_registry.import_run(self.clients, artifacts, self.registry, spec.name), arn, artifacts)
+
+    def step_artifacts(self, arn: str, step: str) -> str:
+        """The model.tar.gz a training step of an execution produced (ListPipelineExecutionSteps ->
+        DescribeTrainingJob)."""
+        with aws_errors(f"steps of {arn}"):
+            pages = self.clients.sagemaker.get_paginator("list_pipeline_execution_steps").paginate(PipelineExecutionArn=arn)
+            job = training_job_of(step, [s for page in pages for s in page["PipelineExecutionSteps"]])
+            if job is None:
+                raise FabricError(f"pipeline execution {arn} has no finished {step} step; see it in SageMaker Studio")
+            return self.clients.sagemaker.describe_training_job(TrainingJobName=job)["ModelArtifacts"]["S3ModelArtifacts"]
+
+    def finish(self, result: Any, arn: str, pipeline_artifacts: str | None = None) -> Any:
+        """What every run does once its version is in the local mirror, emulated or not: the model
+        and lineage.json under models/<name>/<version>/, the package with its lineage as metadata."""
+        result.package_arn = sm_registry.register_package(self.clients, self.settings.env, result.version, self.image(),
+                                                          pipeline_artifacts)  # fmt: skip
         result.pipeline_execution = arn
+        self.registry.add_event(result.version.address, "registered_on_sagemaker",
+                                {"package": result.package_arn, "pipeline_execution": arn})  # fmt: skip
         return result
 
     # -- registry -------------------------------------------------------------------------------
@@ -137,23 +171,29 @@ class SageMakerBackend(Backend):
         package = sm_registry.find_package(self.clients, group, version.address)
         if package is None or package.get("ModelApprovalStatus") != "Approved":
             raise FabricError(f"{address} is not an Approved model package in {group}; approve it first")
-        data_url = package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
+        # what register_package uploaded for every version (and infra's pinned endpoint serves)
+        data_url = names.model_url(self.settings.env, use_case, version.version)
         model = config = names.versioned(self.settings.env, use_case, version.version)
         endpoint = names.endpoint(self.settings.env, use_case)
         sm_deploy.ensure_model(self.clients, model, self.image(), data_url, self.role("serving"), version.address)
         sm_deploy.ensure_config(self.clients, config, model, settings, names.bucket(self.settings.env), use_case)
+        # the alarm a traffic-shifting update rolls back on must exist (infra declares the same one)
+        alarm = sm_deploy.ensure_latency_alarm(self.clients, self.settings.env, use_case, settings)
         rollout = rollout or RolloutSpec(strategy=strategy or "blue_green")
+        action = sm_deploy.prepare_endpoint(self.clients, endpoint)
         with aws_errors(f"endpoint {endpoint}"):
-            existing = self.clients.sagemaker.list_endpoints(NameContains=endpoint)["Endpoints"]
-            if not any(e["EndpointName"] == endpoint for e in existing):
+            if action.create:
                 self.clients.sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=config)
             else:
-                alarms = [names.latency_alarm(self.settings.env, use_case)]
-                self.clients.sagemaker.update_endpoint(**sm_deploy.update_endpoint_request(endpoint, config, rollout, alarms))
+                self.clients.sagemaker.update_endpoint(**sm_deploy.update_endpoint_request(endpoint, config, rollout, [alarm]))
         described = sm_deploy.wait_in_service(self.clients, endpoint)
         sm_deploy.autoscale(self.clients, endpoint, settings)
-        self.registry.add_event(version.address, "deployed", {"endpoint": endpoint, "backend": "sagemaker", "config": config})
-        return {"endpoint": endpoint, "config": config, "status": described["EndpointStatus"], "model": version.address}
+        event = {"endpoint": endpoint, "backend": "sagemaker", "config": config}
+        if action.message:
+            event["replaced"] = action.message
+        self.registry.add_event(version.address, "deployed", event)
+        return {"endpoint": endpoint, "config": config, "status": described["EndpointStatus"], "model": version.address,
+                "message": action.message}  # fmt: skip
 
     def invoke(self, use_case: str, records: list[dict[str, Any]]) -> dict[str, Any]:
         endpoint = names.endpoint(self.settings.env, use_case)

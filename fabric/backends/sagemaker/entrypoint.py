@@ -6,7 +6,9 @@
   CheckpointConfig, so a reclaimed spot instance resumes. Writes the version's files (model.onnx,
   schema.json, card, lineage inputs) to /opt/ml/model.
 - train, quantize: take the previous step's artifacts (`previous` channel, a model.tar.gz) and pass
-  the version on; refit and quantization already happened inside search in this version.
+  the version on; refit and quantization already happened inside search in this version. The
+  version's lineage, metrics and search summary travel with it as fabric-run.json, from which
+  `fabric run` registers the version (local mirror, package metadata, lineage.json in S3).
 - evaluate (a Processing job): reads the model, writes evaluation.json ({test: metrics, latency})
   for the pipeline's Condition.
 Paths are overridable with SM_* variables so tests run the stages in temporary folders.
@@ -20,6 +22,19 @@ import shutil
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any
+
+
+RUN_RECORD = "fabric-run.json"  # travels in model.tar.gz; not a model artifact (removed when registered)
+
+
+def run_record(result: Any) -> dict[str, Any]:
+    """A RunResult as JSON: the version's lineage, metrics and latency, the search summary, timings."""
+    from dataclasses import asdict
+
+    version = result.version
+    return {"address": version.address, "lineage": asdict(version.lineage), "metrics": version.metrics,
+            "latency": version.latency, "search": asdict(result.search), "timings_s": result.timings_s}  # fmt: skip
 
 
 def _path(env: str, default: str) -> Path:
@@ -54,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         model_dir.mkdir(parents=True, exist_ok=True)
         for artifact in result.version.path.iterdir():  # SageMaker tars /opt/ml/model as model.tar.gz
             shutil.copy2(artifact, model_dir / artifact.name)
+        # what `fabric run` needs to register this version with its lineage once the pipeline succeeds
+        (model_dir / RUN_RECORD).write_text(json.dumps(run_record(result), default=str))
         print(json.dumps({"stage": stage, "model": result.version.address}))
     elif stage in ("train", "quantize"):
         previous = _path("SM_CHANNEL_PREVIOUS", "/opt/ml/input/data/previous")

@@ -16,7 +16,36 @@ from typing import Any
 
 from fabric.backends.sagemaker import names
 from fabric.backends.sagemaker.aws import Clients, aws_errors
-from fabric.registry import ModelVersion
+from fabric.errors import FabricError
+from fabric.registry import Lineage, ModelVersion, Registry
+
+
+def import_run(clients: Clients, artifacts: str, registry: Registry, name: str) -> Any:
+    """The version a pipeline's job produced (its model.tar.gz at `artifacts`, with fabric-run.json),
+    registered in the local mirror as `fabric run` registers a local run: a RunResult."""
+    from fabric.backends.sagemaker.entrypoint import RUN_RECORD
+    from fabric.lifecycle import RunResult
+    from fabric.search import SearchResult, TrialSummary
+
+    bucket, _, key = artifacts.removeprefix("s3://").partition("/")
+    with aws_errors(f"download {artifacts}"):
+        body = clients.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    champion = registry.find(f"{name}@champion")
+    with registry.stage() as staged:
+        with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
+            tar.extractall(staged, filter="data")
+        record_path = staged / RUN_RECORD
+        if not record_path.is_file():
+            raise FabricError(f"{artifacts} has no {RUN_RECORD}; the Search step ran an older image: rebuild and push it")
+        record = json.loads(record_path.read_text())
+        record_path.unlink()
+        # the version this one would replace, as a local run records it
+        lineage = Lineage.from_dict({**record["lineage"], "parent": champion.address if champion else None})
+        version = registry.register(name, staged, lineage, record["metrics"], record["latency"])
+    raw = record["search"]
+    search = SearchResult(**{**raw, "best": TrialSummary(**raw["best"]), "pareto": [TrialSummary(**t) for t in raw["pareto"]],
+                             "trials": [TrialSummary(**t) for t in raw["trials"]]})  # fmt: skip
+    return RunResult(version=version, search=search, timings_s=record.get("timings_s", {}), report=version.path / "report.html")
 
 
 def _metadata(version: ModelVersion) -> dict[str, str]:
@@ -53,22 +82,45 @@ def ensure_group(clients: Clients, stack: str, use_case: str) -> str:
     return group
 
 
-def find_package(clients: Clients, group: str, address: str) -> dict[str, Any] | None:
+def _packages(clients: Clients, group: str) -> list[dict[str, Any]]:
     with aws_errors(f"list packages of {group}"):
-        for summary in clients.sagemaker.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]:
-            described = clients.sagemaker.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
-            if described.get("CustomerMetadataProperties", {}).get("fabric_address") == address:
-                return described
+        pages = clients.sagemaker.get_paginator("list_model_packages").paginate(ModelPackageGroupName=group)
+        arns = [s["ModelPackageArn"] for page in pages for s in page["ModelPackageSummaryList"]]
+        return [clients.sagemaker.describe_model_package(ModelPackageName=arn) for arn in arns]
+
+
+def find_package(clients: Clients, group: str, address: str) -> dict[str, Any] | None:
+    for described in _packages(clients, group):
+        if described.get("CustomerMetadataProperties", {}).get("fabric_address") == address:
+            return described
     return None
 
 
-def register_package(clients: Clients, stack: str, version: ModelVersion, image: str) -> str:
-    """Idempotent: the package of an address is created once."""
+def _data_url(package: dict[str, Any]) -> str | None:
+    containers = package.get("InferenceSpecification", {}).get("Containers") or [{}]
+    return containers[0].get("ModelDataUrl")
+
+
+def register_package(clients: Clients, stack: str, version: ModelVersion, image: str, pipeline_artifacts: str | None = None) -> str:
+    """The version's package, with its lineage as metadata properties and in S3. Idempotent: the
+    package of an address is created once. `pipeline_artifacts`: the model.tar.gz a pipeline's
+    RegisterModel step registered; that package (no fabric address yet) is adopted, not duplicated.
+    Either way the model is uploaded under models/<name>/<version>/, which endpoints serve."""
     group = ensure_group(clients, stack, version.name)
-    existing = find_package(clients, group, version.address)
+    packages = _packages(clients, group)
+    existing = next((p for p in packages if p.get("CustomerMetadataProperties", {}).get("fabric_address") == version.address), None)
     if existing:
         return existing["ModelPackageArn"]
     data = upload_version(clients, stack, version)
+    adopted = next((p for p in packages if pipeline_artifacts and _data_url(p) == pipeline_artifacts
+                    and "fabric_address" not in p.get("CustomerMetadataProperties", {})), None)  # fmt: skip
+    if adopted is not None:
+        with aws_errors(f"record {version.address}'s lineage on {adopted['ModelPackageArn']}"):
+            clients.sagemaker.update_model_package(
+                ModelPackageArn=adopted["ModelPackageArn"], CustomerMetadataProperties=_metadata(version),
+                ModelApprovalStatus=adopted.get("ModelApprovalStatus", "PendingManualApproval"),  # kept as it is
+            )  # fmt: skip
+        return adopted["ModelPackageArn"]
     with aws_errors(f"register {version.address} in {group}"):
         return clients.sagemaker.create_model_package(
             ModelPackageGroupName=group,
