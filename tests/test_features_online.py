@@ -1,5 +1,9 @@
 """The online side, one suite run against every online store: embedded SQLite and a real PostgreSQL
-server (started by the test in a temporary folder)."""
+server (started by the test in a temporary folder). The SageMaker Feature Store online store is not
+in that suite: moto implements no `sagemaker-featurestore-runtime` call (PutRecord, GetRecord,
+BatchGetRecord) nor ListFeatureGroups, so its exact requests are checked with botocore's Stubber
+(which validates them and the responses against the service model), and moto's CreateFeatureGroup fails on an
+online-only group (it requires an offline store), so the control-plane calls are stubbed too."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fabric.errors import CapabilityError, FabricError, SpecError
+from fabric.errors import FabricError, SpecError
 from fabric.features.definitions import FeatureSet, load_feature_set
 from fabric.features.online import OnlineFeatures, OnlineStore, open_online_store
 from fabric.features.skew import read_capture, skew_check
@@ -173,9 +177,10 @@ def test_skew_check_finds_served_values_that_differ_from_offline(tmp_path: Path,
 def test_online_store_urls() -> None:
     with pytest.raises(SpecError, match=r"online store URL 'redis://x' is not supported; use sqlite:///"):
         open_online_store("redis://x")
-    sagemaker = open_online_store("sagemaker://fraud-prod")
-    with pytest.raises(CapabilityError, match=r"SageMaker Feature Store online store is not implemented yet"):
-        sagemaker.tables()
+    sagemaker = open_online_store("sagemaker://fabric-prod?region=eu-west-1")
+    assert (sagemaker.prefix, sagemaker.clients.region) == ("fabric-prod", "eu-west-1")
+    with pytest.raises(SpecError, match=r"the prefix 'fabric_prod' must be letters, digits and '-'"):
+        open_online_store("sagemaker://fabric_prod")
 
 
 def test_request_records_are_completed_with_overrides_winning(tmp_path: Path, online: OnlineStore) -> None:
@@ -198,3 +203,106 @@ def test_request_records_are_completed_with_overrides_winning(tmp_path: Path, on
     # capture keeps what was looked up, before the override, for the skew check
     assert done.lookups[1]["values"]["spend_24h"] == looked_up["spend_24h"] and done.lookups[2] is None
     assert done.lookups[0]["at"] == "2026-02-10T12:00:00Z"
+
+
+def _sagemaker_table() -> "FeatureTable":  # noqa: UP037
+    from fabric.features.definitions import Feature, FeatureTable
+
+    return FeatureTable(name="card_activity", features=(Feature("spend_24h"), Feature("txn_count_7d")), key="card_id")
+
+
+def test_the_sagemaker_online_store_sends_exactly_these_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.stub import Stubber
+
+    from fabric.features import online as online_module
+    from fabric.features.online import STAMP, StoredTable
+    from fabric.features.values import NO_TIME
+
+    monkeypatch.setattr(online_module, "_now", lambda: "2026-02-10T12:00:00+00:00")
+    store = open_online_store("sagemaker://fabric-prod?region=us-east-1")
+    store.put_threads = 1  # one request after the other, so their order is fixed for the Stubber
+    table = _sagemaker_table()
+    group, arn = "fabric-prod-card-activity", "arn:aws:sagemaker:us-east-1:123456789012:feature-group/fabric-prod-card-activity"
+    wanted = [STAMP, "spend_24h", "txn_count_7d"]
+    t1, t2 = 1770724800123456789, 1770728400000000000
+    described = {"FeatureGroupArn": arn, "FeatureGroupName": group, "RecordIdentifierFeatureName": "entity",
+                 "EventTimeFeatureName": "event_time", "FeatureDefinitions": store.create_request(table)["FeatureDefinitions"],
+                 "CreationTime": T.to_pydatetime(), "FeatureGroupStatus": "Created", "NextToken": ""}  # fmt: skip
+    tags = [{"Key": "fabric:table", "Value": "card_activity"}, {"Key": "fabric:version", "Value": "1"},
+            {"Key": "fabric:definition", "Value": table.definition_hash()}, {"Key": "fabric:rows", "Value": "2"},
+            {"Key": "fabric:materialized-at", "Value": "2026-02-10T12:00:00+00:00"}, {"Key": "fabric:end", "Value": str(t2)}]  # fmt: skip
+    control, runtime = store.clients.sagemaker, store.clients.sagemaker_featurestore_runtime
+    with Stubber(control) as sm, Stubber(runtime) as fs:
+        # write: the group is missing, so it is created; then one PutRecord per row (NaN left out), then the tags
+        sm.add_client_error("describe_feature_group", "ResourceNotFound", "Resource Not Found", 400, expected_params={"FeatureGroupName": group})
+        sm.add_response("create_feature_group", {"FeatureGroupArn": arn}, store.create_request(table))
+        sm.add_response("describe_feature_group", described, {"FeatureGroupName": group})
+        fs.add_response("put_record", {}, {"FeatureGroupName": group, "Record": [
+            {"FeatureName": "entity", "ValueAsString": "card-1"}, {"FeatureName": "event_time", "ValueAsString": "2026-02-10T12:00:00.123Z"},
+            {"FeatureName": STAMP, "ValueAsString": str(t1)}, {"FeatureName": "spend_24h", "ValueAsString": "12.5"}]})  # fmt: skip
+        fs.add_response("put_record", {}, {"FeatureGroupName": group, "Record": [
+            {"FeatureName": "entity", "ValueAsString": "card-2"}, {"FeatureName": "event_time", "ValueAsString": "2026-02-10T13:00:00.000Z"},
+            {"FeatureName": STAMP, "ValueAsString": str(t2)}, {"FeatureName": "spend_24h", "ValueAsString": "3.0"},
+            {"FeatureName": "txn_count_7d", "ValueAsString": "2.0"}]})  # fmt: skip
+        sm.add_response("add_tags", {"Tags": tags}, {"ResourceArn": arn, "Tags": tags})
+        store.write(table, np.array(["card-1", "card-2"]), np.array([t1, t2]), np.array([[12.5, np.nan], [3.0, 2.0]]), t2)
+
+        # read one key: GetRecord; a feature missing from the record is null
+        fs.add_response("get_record", {"Record": [{"FeatureName": STAMP, "ValueAsString": str(t1)},
+                                                  {"FeatureName": "spend_24h", "ValueAsString": "12.5"}]},
+                        {"FeatureGroupName": group, "RecordIdentifierValueAsString": "card-1", "FeatureNames": wanted})  # fmt: skip
+        stamped, values = store.read(table, ["card-1"])
+        assert stamped.tolist() == [t1] and values[0, 0] == 12.5 and np.isnan(values[0, 1])
+        # an unknown key: no record
+        fs.add_response("get_record", {}, {"FeatureGroupName": group, "RecordIdentifierValueAsString": "card-x", "FeatureNames": wanted})
+        stamped, values = store.read(table, ["card-x"])
+        assert stamped.tolist() == [NO_TIME] and np.isnan(values).all()
+
+        # read many: BatchGetRecord, the unprocessed keys asked for again; keys in the order asked, duplicates too
+        def identifiers(keys: list[str]) -> dict:
+            return {"Identifiers": [{"FeatureGroupName": group, "RecordIdentifiersValueAsString": keys, "FeatureNames": wanted}]}
+
+        def record(key: str, t: int, *cells: tuple[str, str]) -> dict:
+            return {"FeatureGroupName": group, "RecordIdentifierValueAsString": key,
+                    "Record": [{"FeatureName": STAMP, "ValueAsString": str(t)}, *({"FeatureName": n, "ValueAsString": v} for n, v in cells)]}  # fmt: skip
+
+        fs.add_response("batch_get_record", {"Records": [record("card-1", t1, ("spend_24h", "12.5"))], "Errors": [],
+                                             "UnprocessedIdentifiers": [{"FeatureGroupName": group, "RecordIdentifiersValueAsString": ["card-2", "card-x"]}]},
+                        identifiers(["card-2", "card-1", "card-x"]))  # fmt: skip
+        fs.add_response("batch_get_record", {"Records": [record("card-2", t2, ("spend_24h", "3.0"), ("txn_count_7d", "2.0"))],
+                                             "Errors": [], "UnprocessedIdentifiers": []}, identifiers(["card-2", "card-x"]))  # fmt: skip
+        stamped, values = store.read(table, ["card-2", "card-1", "card-x", "card-2"])
+        assert stamped.tolist() == [t2, t1, NO_TIME, t2]
+        assert np.array_equal(values, [[3.0, 2.0], [12.5, np.nan], [np.nan, np.nan], [3.0, 2.0]], equal_nan=True)
+
+        # tables(): groups with the prefix, their tags; a group fabric did not materialise is left out
+        def listing() -> None:
+            other = "arn:aws:sagemaker:us-east-1:123456789012:feature-group/fabric-prod-other"
+            sm.add_response("list_feature_groups", {"FeatureGroupSummaries": [
+                {"FeatureGroupName": group, "FeatureGroupArn": arn, "CreationTime": T.to_pydatetime()},
+                {"FeatureGroupName": "fabric-prod-other", "FeatureGroupArn": other, "CreationTime": T.to_pydatetime()},
+                {"FeatureGroupName": "fabric-production-x", "FeatureGroupArn": other + "x", "CreationTime": T.to_pydatetime()}]},
+                {"NameContains": "fabric-prod"})  # fmt: skip
+            sm.add_response("list_tags", {"Tags": tags}, {"ResourceArn": arn})
+            sm.add_response("list_tags", {"Tags": [{"Key": "team", "Value": "x"}]}, {"ResourceArn": other})
+
+        listing()
+        assert store.tables() == {("card_activity", 1): StoredTable("card_activity", 1, table.definition_hash(), 2,
+                                                                   "2026-02-10T12:00:00+00:00", "2026-02-10T13:00:00Z")}  # fmt: skip
+        listing()
+        assert store.check(table).rows == 2  # what a model server does at start
+        sm.assert_no_pending_responses()
+        fs.assert_no_pending_responses()
+
+        fs.add_response("batch_get_record", {"Records": [], "UnprocessedIdentifiers": [], "Errors": [
+            {"FeatureGroupName": group, "RecordIdentifierValueAsString": "a", "ErrorCode": "ValidationError", "ErrorMessage": "bad"}]},
+            identifiers(["a", "b"]))  # fmt: skip
+        with pytest.raises(FabricError, match=r"online store sagemaker://fabric-prod\?region=us-east-1: fabric-prod-card-activity: ValidationError: bad"):
+            store.read(table, ["a", "b"])
+
+        # a provisioned group without the table's features is refused, naming them
+        sm.add_response("describe_feature_group", described, {"FeatureGroupName": group})
+        wider = dataclasses.replace(table, features=(*table.features, dataclasses.replace(table.features[0], name="spend_7d")))
+        with pytest.raises(FabricError, match=r"feature group fabric-prod-card-activity lacks features \['spend_7d'\] of card_activity:v1"):
+            store.write(wider, np.array(["a"]), np.array([t1]), np.array([[1.0, 2.0, 3.0]]), None)
+    assert store.group(dataclasses.replace(table, version=2)) == "fabric-prod-card-activity-v2"

@@ -43,7 +43,7 @@ def _open(spec_path: Path, stack: str, online_url: str | None = None, need_onlin
                 "postgresql://user@host:port/db or set FABRIC_FEATURES_ONLINE_URL"
             )
         if online_url is None and settings.backend == "sagemaker":
-            online_url = f"sagemaker://{spec.name}-{stack}"
+            online_url = f"sagemaker://fabric-{stack}?region={settings.region}"  # the groups infra names fabric-<stack>-<table>
         online = open_online_store(online_url or f"sqlite:///{home / 'online.db'}")
     return spec, features, FeatureStore(home, online)
 

@@ -3,7 +3,7 @@ per-request lookup the model server calls.
 
 Stores share one small interface (`OnlineStore`): SQLite embedded by default (one file under the
 stack's home, a primary-key read per table), PostgreSQL for Kubernetes, and the SageMaker Feature
-Store online store for the sagemaker backend (declared here, not implemented yet).
+Store online store for the sagemaker backend (boto3, `sagemaker-featurestore-runtime`).
 `open_online_store(url)` picks one from a URL: `sqlite:///path`, `postgresql://...`, `sagemaker://prefix`.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from fabric.errors import CapabilityError, FabricError, SpecError
+from fabric.errors import FabricError, SpecError
 from fabric.features.definitions import FeatureSet, FeatureTable
 from fabric.features.values import NO_TIME, ns_to_text, parse_time, resolve
 
@@ -284,40 +285,194 @@ def _copy_text(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# SageMaker Feature Store: the interface the sagemaker backend implements
+# SageMaker Feature Store: the online store of the sagemaker backend
+
+
+STAMP = "fabric_stamped_ns"  # the row's exact time in ns (SageMaker's event time keeps milliseconds)
+_BATCH = 100  # BatchGetRecord: identifiers per call
+_PUT_THREADS = 8
 
 
 class SageMakerOnlineStore(OnlineStore):
-    """The SageMaker Feature Store online store (not implemented yet: every call says so).
+    """The SageMaker Feature Store online store, through `sagemaker-featurestore-runtime`.
 
-    The mapping it is to follow, so that the rest of `fabric.features` does not change:
-      - one FeatureGroup per table version: the groups infra/feature_table.py provisions are named
-        `fabric-<stack>-<table>` (`_` -> `-`), keyed by the entity column and the event time; add
-        `-v<version>` from version 2 on; one Fractional feature per feature; the definition hash
-        in a tag (`fabric:definition`), so `tables()` can compare it;
-      - `write`: PutRecord per latest row (the offline copy stays in fabric's own offline store,
-        so the groups are created with OnlineStoreConfig only);
-      - `read`: BatchGetRecord for the keys (up to 100 per call), missing keys -> NO_TIME and NaN;
-      - `tables()`: ListFeatureGroups with the prefix, DescribeFeatureGroup for hash and counts.
+    `sagemaker://<prefix>[?region=<region>]`: one feature group per table version, named
+    `<prefix>-<table>` (`_` -> `-`, `-v<version>` from version 2 on; infra/feature_table.py names the
+    groups it provisions `fabric-<stack>-<table>`, so `sagemaker://fabric-<stack>` finds them).
+    A group that does not exist is created online-only (the offline copy is fabric's own offline
+    store): record identifier `entity` (String), event time `event_time` (String, ISO 8601),
+    `fabric_stamped_ns` (Integral) and one Fractional feature per feature. A provisioned group must
+    have the table's features and `fabric_stamped_ns`; its record identifier and event time
+    names are read from it.
+
+    - `write`: PutRecord per row (NaN features left out: null), then the snapshot's definition hash,
+      row count, time and end as tags of the group (AddTags), which `tables()` reads.
+    - `read`: GetRecord for one key, BatchGetRecord (100 per call) for more; missing keys -> NO_TIME, NaN.
+    - `tables()`: ListFeatureGroups by prefix, ListTags per group.
+
+    Differences from the contract: SageMaker has no transaction, so a reader may see a snapshot
+    being written half old and half new (each record is whole); a record is replaced only by one
+    with a later event time, and records of entities a new snapshot lacks are not deleted (the
+    ttl and the `at` of a lookup still decide whether a value is used).
     """
 
-    def __init__(self, url: str) -> None:
-        self.url = url
+    def __init__(self, url: str, put_threads: int = _PUT_THREADS) -> None:
+        from urllib.parse import parse_qs, urlsplit
 
-    def _missing(self) -> CapabilityError:
-        return CapabilityError(
-            f"online store {self.url}: the SageMaker Feature Store online store is not implemented yet; "
-            "use a sqlite:/// or postgresql:// online store URL (--online-url or FABRIC_FEATURES_ONLINE_URL)"
-        )
+        from fabric.backends.sagemaker.aws import Clients
+
+        parts = urlsplit(url)
+        self.prefix = (parts.netloc + parts.path).strip("/")
+        if not re.match(r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,40}$", self.prefix):
+            raise SpecError(f"online store URL {url!r}: the prefix {self.prefix!r} must be letters, digits and '-' "
+                            "(feature group names), e.g. sagemaker://fabric-prod")  # fmt: skip
+        self.url = url
+        self.put_threads = put_threads
+        self.clients = Clients(parse_qs(parts.query).get("region", [None])[0])  # type: ignore[arg-type]
+
+    def group(self, table: FeatureTable) -> str:
+        from fabric.backends.sagemaker import names
+
+        return names.feature_group(self.prefix, table.name, table.version)
+
+    def _describe(self, group: str) -> dict[str, Any] | None:
+        from botocore.exceptions import ClientError
+
+        from fabric.backends.sagemaker.aws import aws_errors
+
+        with aws_errors(f"feature group {group}"):
+            try:
+                return self.clients.sagemaker.describe_feature_group(FeatureGroupName=group)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("ResourceNotFound", "ResourceNotFoundException"):
+                    return None
+                raise
+
+    def create_request(self, table: FeatureTable) -> dict[str, Any]:
+        """CreateFeatureGroup of a table version's group: online only, no role needed."""
+        definitions = [{"FeatureName": "entity", "FeatureType": "String"},
+                       {"FeatureName": "event_time", "FeatureType": "String"},
+                       {"FeatureName": STAMP, "FeatureType": "Integral"},
+                       *({"FeatureName": n, "FeatureType": "Fractional"} for n in table.names)]  # fmt: skip
+        return {"FeatureGroupName": self.group(table), "RecordIdentifierFeatureName": "entity", "EventTimeFeatureName": "event_time",
+                "FeatureDefinitions": definitions, "OnlineStoreConfig": {"EnableOnlineStore": True},
+                "Description": f"fabric online features {table.address}",
+                "Tags": [{"Key": "fabric:table", "Value": table.name}, {"Key": "fabric:version", "Value": str(table.version)}]}  # fmt: skip
+
+    def ensure_group(self, table: FeatureTable, timeout_s: float = 600) -> dict[str, Any]:
+        """DescribeFeatureGroup of the table's group, created first if needed, checked for its features."""
+        from fabric.backends.sagemaker.aws import aws_errors
+
+        group = self.group(table)
+        described = self._describe(group)
+        if described is None:
+            with aws_errors(f"create feature group {group}"):
+                self.clients.sagemaker.create_feature_group(**self.create_request(table))
+            deadline = time.monotonic() + timeout_s
+            while (described := self._describe(group)) is None or described.get("FeatureGroupStatus") == "Creating":
+                if time.monotonic() > deadline:
+                    raise FabricError(f"feature group {group} still Creating after {timeout_s:.0f} s; materialize again later")
+                time.sleep(2)
+        status = described.get("FeatureGroupStatus", "Created")
+        if status != "Created":
+            raise FabricError(f"feature group {group} is {status} ({described.get('FailureReason', 'no reason given')}); "
+                              "delete it and materialize again")  # fmt: skip
+        have = {d["FeatureName"] for d in described.get("FeatureDefinitions", [])}
+        lacking = [n for n in [STAMP, *table.names] if n not in have]
+        if lacking:
+            raise FabricError(f"feature group {group} lacks features {lacking} of {table.address}; add them "
+                              "(UpdateFeatureGroup FeatureAdditions) or delete the group so `materialize` creates it")  # fmt: skip
+        return described
 
     def write(self, table: FeatureTable, keys: np.ndarray, stamped: np.ndarray, values: np.ndarray, end: int | None) -> None:
-        raise self._missing()
+        from concurrent.futures import ThreadPoolExecutor
+
+        from fabric.backends.sagemaker.aws import aws_errors
+
+        described = self.ensure_group(table)
+        group, record_id, event_time = self.group(table), described["RecordIdentifierFeatureName"], described["EventTimeFeatureName"]
+        runtime = self.clients.sagemaker_featurestore_runtime
+        names = table.names
+
+        def put(row: tuple[str, int, list[float]]) -> None:
+            key, t, cells = row
+            record = [{"FeatureName": record_id, "ValueAsString": key},
+                      {"FeatureName": event_time, "ValueAsString": _event_time(max(t, 0))},
+                      {"FeatureName": STAMP, "ValueAsString": str(t)}]  # fmt: skip
+            record += [{"FeatureName": n, "ValueAsString": repr(float(v))} for n, v in zip(names, cells, strict=True) if v == v]
+            runtime.put_record(FeatureGroupName=group, Record=record)
+
+        rows = list(zip(keys.tolist(), stamped.tolist(), values.tolist(), strict=True))
+        with aws_errors(f"put records into {group}"):
+            if len(rows) <= 1 or self.put_threads == 1:
+                for row in rows:
+                    put(row)
+            else:
+                with ThreadPoolExecutor(self.put_threads) as pool:  # boto3 clients are thread-safe
+                    list(pool.map(put, rows))
+            arn = described["FeatureGroupArn"]
+            tags = {"fabric:table": table.name, "fabric:version": str(table.version), "fabric:definition": table.definition_hash(),
+                    "fabric:rows": str(len(rows)), "fabric:materialized-at": _now(), "fabric:end": "" if end is None else str(end)}  # fmt: skip
+            self.clients.sagemaker.add_tags(ResourceArn=arn, Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
 
     def read(self, table: FeatureTable, keys: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        raise self._missing()
+        from fabric.backends.sagemaker.aws import aws_errors
+
+        group = self.group(table)
+        wanted = [STAMP, *table.names]
+        runtime = self.clients.sagemaker_featurestore_runtime
+        found: dict[str, tuple] = {}
+        with aws_errors(f"read records of {group}"):
+            if len(keys) == 1:  # the per-request case
+                response = runtime.get_record(FeatureGroupName=group, RecordIdentifierValueAsString=keys[0], FeatureNames=wanted)
+                if response.get("Record"):
+                    found[keys[0]] = _record_row(response["Record"], wanted)
+                return _rows(table, keys, found)
+            unique = list(dict.fromkeys(keys))
+            for start in range(0, len(unique), _BATCH):
+                pending = unique[start : start + _BATCH]
+                for _ in range(5):  # unprocessed identifiers (throttling) are asked for again
+                    response = runtime.batch_get_record(Identifiers=[
+                        {"FeatureGroupName": group, "RecordIdentifiersValueAsString": pending, "FeatureNames": wanted}])  # fmt: skip
+                    if response.get("Errors"):
+                        error = response["Errors"][0]
+                        raise FabricError(f"online store {self.url}: {group}: {error.get('ErrorCode')}: {error.get('ErrorMessage')}")
+                    for record in response.get("Records", []):
+                        found[record["RecordIdentifierValueAsString"]] = _record_row(record["Record"], wanted)
+                    pending = [k for u in response.get("UnprocessedIdentifiers", []) for k in u["RecordIdentifiersValueAsString"]]
+                    if not pending:
+                        break
+                else:
+                    raise FabricError(f"online store {self.url}: {group}: {len(pending)} keys stayed unprocessed; try again")
+        return _rows(table, keys, found)
 
     def tables(self) -> dict[tuple[str, int], StoredTable]:
-        raise self._missing()
+        from fabric.backends.sagemaker.aws import aws_errors
+
+        out = {}
+        with aws_errors(f"feature groups {self.prefix}-*"):
+            pages = self.clients.sagemaker.get_paginator("list_feature_groups").paginate(NameContains=self.prefix)
+            for summary in (s for page in pages for s in page["FeatureGroupSummaries"]):
+                if not summary["FeatureGroupName"].startswith(f"{self.prefix}-"):
+                    continue
+                tags = {t["Key"]: t["Value"] for t in self.clients.sagemaker.list_tags(ResourceArn=summary["FeatureGroupArn"])["Tags"]}
+                if "fabric:definition" not in tags:  # not materialised by fabric (yet)
+                    continue
+                name, version, end = tags["fabric:table"], int(tags["fabric:version"]), tags.get("fabric:end", "")
+                out[(name, version)] = StoredTable(name, version, tags["fabric:definition"], int(tags["fabric:rows"]),
+                                                   tags["fabric:materialized-at"], ns_to_text(int(end)) if end else None)  # fmt: skip
+        return out
+
+
+def _event_time(ns: int) -> str:
+    """SageMaker's event time format (milliseconds, UTC); NO_TIME is never written."""
+    return datetime.fromtimestamp(ns // 1_000_000 / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _record_row(record: list[dict[str, str]], wanted: list[str]) -> tuple:
+    """(stamped, *values) in `wanted` order; a feature absent from the record is null."""
+    by_name = {f["FeatureName"]: f["ValueAsString"] for f in record}
+    return (int(by_name[STAMP]), *(float(by_name[n]) if n in by_name else None for n in wanted[1:]))
 
 
 def _at_ns(at: object) -> int:
