@@ -69,7 +69,9 @@ def test_the_lifecycle_end_to_end_on_the_emulator(aws: str, tmp_path: Path) -> N
     assert sm.list_pipelines()["PipelineSummaries"][0]["PipelineName"] == "fabric-staging-fraud"
     assert len(sm.list_pipelines()["PipelineSummaries"]) == 1 and again.version.address == "fraud:2"
 
-    deployed = backend.deploy("fraud:1")
+    cli = fabric_cli("deploy", "fraud:1", "--stack", "staging", "--json")  # the CLI prints the backend's own fields
+    assert cli.returncode == 0, cli.stderr
+    deployed = json.loads(cli.stdout)
     assert deployed["status"] == "InService" and deployed["config"] == "fabric-staging-fraud-v1" and deployed["message"] is None
     model = sm.describe_model(ModelName="fabric-staging-fraud-v1")["PrimaryContainer"]
     assert model["ModelDataUrl"] == "s3://fabric-staging-artifacts/models/fraud/1/model.tar.gz"  # what the serving role may read

@@ -61,6 +61,12 @@ def deploy(address: str, stack: str, strategy: str | None, endpoint: str | None,
         except ValueError as exc:
             raise FabricError(f"--steps/--max-*: {exc.errors()[0]['msg']}") from None  # type: ignore[attr-defined]
     result = backend.deploy(address, strategy, endpoint=endpoint, rollout=rollout, step_timeout_s=step_timeout_s)
+    if isinstance(result, dict):  # the cloud backends answer with their API's own fields
+        if as_json:
+            echo_json(result)
+        else:
+            click.echo(", ".join(f"{k}={v}" for k, v in result.items() if v not in ("", None) and k != "manifests"))
+        return
     if as_json:
         echo_json(result.to_dict())
     else:
