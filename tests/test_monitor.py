@@ -85,6 +85,42 @@ def test_a_large_harmless_shift_is_significant_but_below_min_effect(profile) -> 
     assert x5.corrected_sigma >= 2.3 and not x5.flagged
 
 
+def test_scores_equal_scipys_ks_numpys_histogram_and_string_counts_on_a_fixed_window(profile) -> None:  # noqa: ANN001
+    """The fast path (window sorted once, KS from the reference's points, p-values in one call,
+    hashed category counts) gives the very numbers of the textbook calls it replaced."""
+    from scipy import stats
+
+    from fabric.monitor.detect import _psi, _value_counts
+
+    rng = np.random.default_rng(11)
+    columns = _draw(rng, 3000, "mean")
+    columns["x1"] = np.round(columns["x1"], 1)  # ties inside the window and with the reference
+    columns["x2"][:40] = np.nan
+    columns["x4"] = np.full(3000, 0.25)  # constant
+    levels = columns["c0"].astype(object)
+    levels[:5], levels[5:9] = None, 3  # missing and non-string values take the exact path
+    columns["c0"] = levels
+    verdict = score_window(profile, columns, 2.3, 0.1)
+    scores = {s.column: s for s in verdict.scores}
+    assert len(scores) == 22
+    for column, ref in profile.numeric.items():
+        values = columns[column][np.isfinite(columns[column])]
+        ks = stats.ks_2samp(ref.sample, values, method="asymp")
+        effect = max(abs(values.mean() - ref.mean) / ref.std, abs(np.log(max(values.std(), 1e-12) / ref.std)), ks.statistic)
+        psi = _psi(ref.bin_shares, np.histogram(values, bins=ref.edges)[0] / len(values))
+        got = scores[column]
+        assert (got.p_value, got.effect, got.psi) == (float(ks.pvalue), round(float(effect), 5), round(psi, 5)), column
+    ref = profile.categorical["c0"]
+    counts = np.zeros(len(ref.categories) + 1)
+    for value, n in zip(*np.unique(levels.astype(str), return_counts=True), strict=True):
+        counts[ref.categories.index(value) if value in ref.categories else -1] += n
+    expected = np.append(ref.shares * (1 - ref.unseen_share), ref.unseen_share)
+    assert scores["c0"].effect == round(0.5 * float(np.abs(counts / counts.sum() - expected).sum()), 5)
+    strings = levels[10:].astype(str).astype(object)  # all strings: counted by hashing
+    hashed = sorted((v, int(n)) for v, n in _value_counts(strings))
+    assert hashed == [(v, int(n)) for v, n in zip(*np.unique(strings.astype(str), return_counts=True), strict=True)]
+
+
 def test_corrupt_and_incomplete_capture_lines_are_skipped_and_counted(tmp_path: Path) -> None:
     good = {"ts": "t", "request_id": "r1", "model": "m:1", "slot": "champion", "features": {"a": 1, "b": "x"}, "prediction": 0.2}
     lines = [json.dumps(good), "{broken", json.dumps({**good, "features": {"a": 1}}), json.dumps({**good, "slot": "shadow"}),
