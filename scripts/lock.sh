@@ -9,7 +9,7 @@ CUDA_ONLY=(cuda-bindings cuda-pathfinder cuda-toolkit triton nvidia-cublas nvidi
   nvidia-cusparselt-cu13 nvidia-nccl-cu13 nvidia-nvjitlink nvidia-nvshmem-cu13 nvidia-nvtx)
 cd "$(dirname "$0")/.."
 uv pip compile pyproject.toml \
-  --extra mlp --extra infra --extra sagemaker --extra kubernetes --extra test \
+  --extra mlp --extra infra --extra sagemaker --extra kubernetes --extra evidently --extra test \
   --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
   --find-links /opt/wheels --no-header "${CUDA_ONLY[@]/#/--no-emit-package=}" -o requirements.lock
 # the lock names the plain release; the local "+cpu" label exists only on the PyTorch index

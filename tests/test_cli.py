@@ -9,7 +9,7 @@ from pathlib import Path
 from fabric.registry import Registry
 from tests.conftest import ROOT, fabric_cli, write_spec
 
-HEAVY = ["torch", "onnxruntime", "optuna", "lightgbm", "xgboost", "boto3", "kubernetes", "pulumi", "sklearn", "pandas"]
+HEAVY = ["torch", "onnxruntime", "optuna", "lightgbm", "xgboost", "boto3", "kubernetes", "pulumi", "sklearn", "pandas", "evidently"]
 
 
 def test_help_is_fast_and_imports_nothing_heavy() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -85,6 +86,42 @@ def test_a_large_harmless_shift_is_significant_but_below_min_effect(profile) -> 
     assert x5.corrected_sigma >= 2.3 and not x5.flagged
 
 
+def test_scores_equal_scipys_ks_numpys_histogram_and_string_counts_on_a_fixed_window(profile) -> None:  # noqa: ANN001
+    """The fast path (window sorted once, KS from the reference's points, p-values in one call,
+    hashed category counts) gives the very numbers of the textbook calls it replaced."""
+    from scipy import stats
+
+    from fabric.monitor.detect import _psi, _value_counts
+
+    rng = np.random.default_rng(11)
+    columns = _draw(rng, 3000, "mean")
+    columns["x1"] = np.round(columns["x1"], 1)  # ties inside the window and with the reference
+    columns["x2"][:40] = np.nan
+    columns["x4"] = np.full(3000, 0.25)  # constant
+    levels = columns["c0"].astype(object)
+    levels[:5], levels[5:9] = None, 3  # missing and non-string values take the exact path
+    columns["c0"] = levels
+    verdict = score_window(profile, columns, 2.3, 0.1)
+    scores = {s.column: s for s in verdict.scores}
+    assert len(scores) == 22
+    for column, ref in profile.numeric.items():
+        values = columns[column][np.isfinite(columns[column])]
+        ks = stats.ks_2samp(ref.sample, values, method="asymp")
+        effect = max(abs(values.mean() - ref.mean) / ref.std, abs(np.log(max(values.std(), 1e-12) / ref.std)), ks.statistic)
+        psi = _psi(ref.bin_shares, np.histogram(values, bins=ref.edges)[0] / len(values))
+        got = scores[column]
+        assert (got.p_value, got.effect, got.psi) == (float(ks.pvalue), round(float(effect), 5), round(psi, 5)), column
+    ref = profile.categorical["c0"]
+    counts = np.zeros(len(ref.categories) + 1)
+    for value, n in zip(*np.unique(levels.astype(str), return_counts=True), strict=True):
+        counts[ref.categories.index(value) if value in ref.categories else -1] += n
+    expected = np.append(ref.shares * (1 - ref.unseen_share), ref.unseen_share)
+    assert scores["c0"].effect == round(0.5 * float(np.abs(counts / counts.sum() - expected).sum()), 5)
+    strings = levels[10:].astype(str).astype(object)  # all strings: counted by hashing
+    hashed = sorted((v, int(n)) for v, n in _value_counts(strings))
+    assert hashed == [(v, int(n)) for v, n in zip(*np.unique(strings.astype(str), return_counts=True), strict=True)]
+
+
 def test_corrupt_and_incomplete_capture_lines_are_skipped_and_counted(tmp_path: Path) -> None:
     good = {"ts": "t", "request_id": "r1", "model": "m:1", "slot": "champion", "features": {"a": 1, "b": "x"}, "prediction": 0.2}
     lines = [json.dumps(good), "{broken", json.dumps({**good, "features": {"a": 1}}), json.dumps({**good, "slot": "shadow"}),
@@ -126,7 +163,7 @@ def test_no_labels_means_cannot_evaluate_and_no_promotion(tmp_path: Path, home: 
     from fabric.monitor.loop import DriftLoop
     from fabric.spec import load_pipeline, load_stack
 
-    spec = load_pipeline(write_spec(tmp_path, search={"budget_s": 3, "families": ["lightgbm"]},
+    spec = load_pipeline(write_spec(tmp_path, search={"budget_s": None, "trials": 2, "families": ["lightgbm"]},
                                     drift={"window_rows": 500, "persistence": 1}))  # fmt: skip
     backend = backend_for(load_stack("dev"))
     version = backend.run(spec).version
@@ -141,3 +178,164 @@ def test_no_labels_means_cannot_evaluate_and_no_promotion(tmp_path: Path, home: 
         assert [v.address for v in backend.registry.list("fraud")] == [version.address]  # nothing retrained
     finally:
         backend._deployer().endpoints.stop("fraud")
+
+
+def _deployed_champion(tmp_path: Path, **drift: object):  # noqa: ANN202 - (backend, version, deployed)
+    from fabric.backends import backend_for
+    from fabric.spec import load_pipeline, load_stack
+
+    # a trial count, not seconds: the same search however busy the machine is
+    spec = load_pipeline(write_spec(tmp_path, search={"budget_s": None, "trials": 2, "families": ["lightgbm"]},
+                                    drift={"window_rows": 800, "persistence": 1, **drift}))  # fmt: skip
+    backend = backend_for(load_stack("dev"))
+    version = backend.run(spec).version
+    return backend, version, backend.deploy(version.address, "all_at_once")
+
+
+def _events(address: str) -> list[dict]:
+    """The version's recorded lineage events, as `fabric models lineage` shows them."""
+    return json.loads(fabric_cli("models", "lineage", address, "--stack", "dev", "--json").stdout)[0]["events"]
+
+
+def test_late_labels_decide_the_open_alarm_on_the_next_pass_and_a_small_gain_keeps_the_champion(tmp_path: Path, home: Path) -> None:
+    from fabric.data.synthetic import generate_fraud
+    from fabric.demo import send_traffic
+    from fabric.monitor.loop import DriftLoop
+
+    # no challenger can gain a whole point of ROC AUC: whatever it scores, the champion is kept
+    backend, version, deployed = _deployed_champion(tmp_path, promote_margin=1.0)
+    try:
+        features = [f["name"] for f in json.loads((version.path / "schema.json").read_text())["features"]]
+        labels = send_traffic(deployed.url, generate_fraud(rows=800, seed=9, drift=1.5), features, "late")  # one window
+        first = DriftLoop(backend, "fraud").run_once()
+        assert first.alarm is not None and first.decision == "cannot_evaluate", first.reason
+
+        # the ground truth arrives after the first pass, through the CLI, joined by request id
+        pd.DataFrame(labels, columns=["request_id", "label"]).to_csv(tmp_path / "labels.csv", index=False)
+        added = fabric_cli("labels", "add", str(tmp_path / "labels.csv"), "--model", "fraud", "--stack", "dev")
+        assert added.returncode == 0 and added.stdout == "added 800 labels for fraud in stack dev\n", added.stderr
+        second = DriftLoop(backend, "fraud").run_once()
+        assert second.windows == [] and second.alarm["at"] == first.alarm["at"]  # no new traffic: the open alarm
+        assert second.comparison is not None and second.comparison["rows"] == 320  # 40% of 800 labelled rows
+        assert second.decision == "kept" and "< drift.promote_margin=1.0" in second.reason, second.reason
+        assert "latencyBudgetMs" not in second.reason and "p99" not in second.reason
+
+        challenger = second.retrain["challenger"]
+        decisions = [e for e in _events(challenger) if e["kind"] == "drift_decision"]
+        assert [(e["decision"], e["reason"]) for e in decisions] == [("kept", second.reason)]
+        waited = [e["decision"] for e in _events(version.address) if e["kind"] == "drift_decision"]
+        assert waited == ["cannot_evaluate"]  # recorded once, when the alarm could not be decided
+        assert backend.registry.get("fraud@champion").address == version.address
+        assert httpx.get(f"{deployed.url}/ping").json()["model"] == version.address  # still serving
+        third = DriftLoop(backend, "fraud").run_once()
+        assert third.alarm is None and third.decision == "none"  # decided: the alarm is closed
+    finally:
+        backend._deployer().endpoints.stop("fraud")
+
+
+def test_a_challenger_over_the_endpoint_latency_budget_is_kept_out(tmp_path: Path, home: Path) -> None:
+    from fabric.backends import backend_for
+    from fabric.data.synthetic import generate_fraud
+    from fabric.demo import send_traffic
+    from fabric.monitor.loop import DriftLoop
+    from fabric.monitor.traffic import append_labels
+
+    backend, version, deployed = _deployed_champion(tmp_path, promote_margin=0.0)
+    try:
+        features = [f["name"] for f in json.loads((version.path / "schema.json").read_text())["features"]]
+        append_labels(home / "dev" / "labels" / "fraud",
+                      send_traffic(deployed.url, generate_fraud(rows=800, seed=9, drift=1.5), features, "slow"))  # fmt: skip
+        # the platform team tightened the endpoint's budget in the stack below any model's p99
+        settings = backend.settings
+        tight = settings.endpoints["fraud"].model_copy(update={"latency_budget_ms": 1e-6})
+        strict = backend_for(settings.model_copy(update={"endpoints": {**settings.endpoints, "fraud": tight}}))
+        report = DriftLoop(strict, "fraud").run_once()
+        assert report.decision == "kept", report.reason
+        assert report.comparison["latency_budget_from"] == "fabric:endpoints.fraud.latencyBudgetMs"
+        assert f"p99 {report.comparison['challenger_p99_ms']} ms > fabric:endpoints.fraud.latencyBudgetMs=1e-06" in report.reason
+        decision = [(e["decision"], e["reason"]) for e in _events(report.retrain["challenger"]) if e["kind"] == "drift_decision"]
+        assert decision == [("kept", report.reason)]
+        assert backend.registry.get("fraud@champion").address == version.address
+        assert httpx.get(f"{deployed.url}/ping").json()["model"] == version.address
+
+        # Evidently's report on a sample of the same window (the evidently extra is in the lock)
+        shown = fabric_cli("monitor", "--stack", "dev", "--evidently-report", "--json")
+        assert shown.returncode == 0, shown.stderr[-2000:]
+        evidently = json.loads(shown.stdout)[0]["evidently"]
+        assert Path(evidently["report"]) == home / "dev" / "monitor" / "fraud-evidently.html"
+        assert Path(evidently["report"]).read_text().startswith("<!DOCTYPE html>") or "<html" in Path(evidently["report"]).read_text()[:500]
+        assert (evidently["model"], evidently["current_rows"], evidently["reference_rows"]) == (version.address, 800, 4000)
+        assert "amount" in evidently["drifted"], evidently
+    finally:
+        backend._deployer().endpoints.stop("fraud")
+
+
+def test_a_spec_with_feature_tables_retrains_on_drift_and_the_monitor_raises_feature_skew(tmp_path: Path, home: Path) -> None:
+    from fabric.backends import backend_for
+    from fabric.data.cards import generate_card_fraud
+    from fabric.demo import send_traffic
+    from fabric.features.definitions import FeatureSet
+    from fabric.features.online import open_online_store
+    from fabric.features.store import features_home
+    from fabric.monitor.loop import DriftLoop
+    from fabric.monitor.traffic import append_labels
+    from fabric.spec import load_pipeline, load_stack
+    from tests.conftest import ROOT
+
+    path = write_spec(tmp_path, data={"source": "builtin:fraud-cards", "rows": 3000},
+                      features={"entity": "card_id", "module": str(ROOT / "pipelines/fraud_features.py"), "on_unknown": "default"},
+                      search={"budget_s": None, "trials": 2, "families": ["lightgbm"]},
+                      drift={"window_rows": 800, "persistence": 1, "promote_margin": 1.0})  # fmt: skip
+    materialized = fabric_cli("features", "materialize", str(path), "--stack", "dev")
+    assert materialized.returncode == 0, materialized.stderr
+    spec = load_pipeline(path)
+    backend = backend_for(load_stack("dev"))
+    version = backend.run(spec).version
+    feature_set = FeatureSet.from_dict(json.loads((version.path / "features.json").read_text()))
+    deployed = backend.deploy(version.address, "all_at_once")
+    try:
+        sent = ["card_id", *(f["name"] for f in json.loads((version.path / "schema.json").read_text())["features"]
+                             if f["name"] not in feature_set.names)]  # fmt: skip
+        drifted = generate_card_fraud(rows=800, seed=5, drift=1.5)
+        append_labels(home / "dev" / "labels" / "fraud", send_traffic(deployed.url, drifted, sent, "cards"))
+        first = DriftLoop(backend, "fraud").run_once()
+        # online and offline agree (same tables, same ttl/default rule): checked, no skew alarm
+        assert first.skew is not None and (first.skew["checked"], first.skew["mismatched"], first.skew["alarm"]) == (800, 0, False)
+        assert first.alarm is not None and first.retrain is not None, first.reason  # retrained through the feature tables
+        challenger = backend.registry.get(first.retrain["challenger"])
+        assert (challenger.path / "features.json").read_text() == (version.path / "features.json").read_text()  # serves by card id
+        assert json.loads((challenger.path / "spec.json").read_text())["features"]["entity"] == "card_id"
+        assert set(feature_set.names) <= {f["name"] for f in json.loads((challenger.path / "schema.json").read_text())["features"]}
+        assert challenger.lineage.features["tables"] == version.lineage.features["tables"]
+        assert first.decision == "kept"  # promote_margin 1.0
+
+        # a streaming job writes card_activity values the offline tables never had: served != trained
+        online = open_online_store(f"sqlite:///{features_home(home / 'dev') / 'online.db'}")
+        table = next(t for t in feature_set.tables if t.name == "card_activity")
+        cards = np.array(sorted(set(drifted["card_id"].astype(str))))
+        stamped = np.full(len(cards), pd.Timestamp.now().value - 3_600_000_000_000)
+        online.write(table, cards, stamped, np.full((len(cards), len(table.names)), 999.0), None)
+        online.close()
+        send_traffic(deployed.url, drifted.head(200), sent, "skewed")
+        second = DriftLoop(backend, "fraud").run_once()
+        assert (second.skew["checked"], second.skew["mismatched"], second.skew["alarm"]) == (200, 200, True)
+        assert second.skew["per_feature"] == {n: (200 if n in table.names else 0) for n in feature_set.names}
+        alarms = [e for e in _events(version.address) if e["kind"] == "feature_skew_alarm"]
+        assert len(alarms) == 1 and alarms[0]["mismatched"] == 200 and Path(alarms[0]["report"]).is_file()
+        shown = fabric_cli("monitor", "--stack", "dev")  # a third pass, nothing new: no skew check, no alarm
+        assert shown.returncode == 0 and "SKEW" not in shown.stdout, shown.stderr
+    finally:
+        backend._deployer().endpoints.stop("fraud")
+
+
+def test_evidently_report_without_the_package_is_one_line_naming_the_extra(tmp_path: Path, home: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['evidently'] = None; sys.argv = ['fabric', 'monitor', '--endpoint', 'fraud', "
+            "'--evidently-report']; from fabric.cli import main; main()")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and done.stdout == ""
+    assert done.stderr == ("error: evidently is not installed (import of evidently halted; None in sys.modules); "
+                           "install it with: pip install 'mlfabric[evidently]'\n")  # fmt: skip
+    assert not (home / "dev" / "monitor").exists()  # refused before any pass: nothing written

@@ -1,7 +1,7 @@
 """Reading captured traffic and late-arriving labels.
 
 Capture: JSONL lines `{"ts", "request_id", "model", "slot", "features": {...}, "prediction"}` written
-by the model server. Labels: JSONL lines `{"request_id", "label"}` dropped into
+by the model server, plus `feature_lookup` where it looked features up online (the skew check's input). Labels: JSONL lines `{"request_id", "label"}` dropped into
 `$FABRIC_HOME/<stack>/labels/<model name>/` whenever ground truth arrives (`fabric labels add`).
 Corrupt lines and lines missing columns are skipped and counted, never fatal.
 """
@@ -21,6 +21,8 @@ class CaptureBatch:
     missing_columns: int = 0
     other_slots: int = 0
     position: dict[str, int] = field(default_factory=dict)  # file name -> lines consumed
+    # (model, `feature_lookup`) of champion rows whose features the server looked up online
+    lookups: list[tuple[str | None, dict[str, Any]]] = field(default_factory=list)
 
 
 def read_capture(
@@ -53,6 +55,8 @@ def read_capture(
                 continue
             batch.rows.append({**values, "prediction": prediction, "request_id": row.get("request_id"),
                                "model": row.get("model"), "ts": row.get("ts")})  # fmt: skip
+            if isinstance(row.get("feature_lookup"), dict):
+                batch.lookups.append((row.get("model"), row["feature_lookup"]))
         batch.position[path.name] = len(lines)
     return batch
 
