@@ -205,3 +205,109 @@ def test_promotion_pins_one_line_copies_lineage_and_rolls_back(project: Path, ho
     assert 'model: "fraud:1"' in stack.read_text()
     assert any(e["kind"] == "promotion_rolled_back" for e in prod.events("fraud", 2))
 
+
+
+def _approved(home: Path, stack: str = "staging", **kwargs) -> ModelVersion:  # noqa: ANN003
+    version = register(home, stack, **kwargs)
+    registry = Registry(home / stack / "registry")
+    registry.approve(version.address, "alice")
+    registry.approve(version.address, "bob")
+    return version
+
+
+def _check(home: Path) -> dict:
+    done = fabric_cli("policy", "check", "--stack", "prod", "--json", env={"FABRIC_HOME": str(home)})
+    assert done.returncode in (0, 1), done.stderr
+    return json.loads(done.stdout)
+
+
+def test_check_with_an_empty_home_reads_the_committed_evidence_and_reaches_the_same_verdict(
+    project: Path, home: Path, tmp_path: Path
+) -> None:
+    fresh = tmp_path / "ci-runner-home"  # what a pull request's runner has: no registry at all
+    before = _check(fresh)
+    assert before["failed"] and [v["rule"] for v in before["violations"]] == ["FAB003"]
+    assert "stacks/evidence/prod/fraud-1.json does not exist" in before["violations"][0]["message"]
+    _approved(home)
+    assert fabric_cli("promote", "fraud:1", "--from", "staging", "--to", "prod").returncode == 0
+    proof = project / "stacks" / "evidence" / "prod" / "fraud-1.json"
+    record = json.loads(proof.read_text())
+    assert (record["stack"], record["address"], record["promotion"]["from"]) == ("prod", "fraud:1", "staging/fraud:1")
+    assert len(record["lineage"]["approvals"]) == 2 and record["latency"]["p99_ms"] == 1.0
+    assert len(record["artifacts"]["model.onnx"]["sha256"]) == 64
+    with_registry, without = _check(home), _check(fresh)
+    assert with_registry["evidence"] == {"fraud": "registry"}
+    assert without["evidence"] == {"fraud": "stacks/evidence/prod/fraud-1.json"}
+    assert not with_registry["failed"] and with_registry["violations"] == []
+    assert {k: v for k, v in without.items() if k != "evidence"} == {k: v for k, v in with_registry.items() if k != "evidence"}
+    # a slower model in the evidence fails both ways alike (FAB002 reads the committed p99)
+    proof.write_text(json.dumps({**record, "latency": {"p99_ms": 45.0}}))
+    assert [v["rule"] for v in _check(fresh)["violations"]] == ["FAB002"]
+
+
+def test_evidence_must_be_for_exactly_the_pinned_version(project: Path, home: Path, tmp_path: Path) -> None:
+    _approved(home)
+    assert fabric_cli("promote", "fraud:1", "--from", "staging", "--to", "prod").returncode == 0
+    proof = project / "stacks" / "evidence" / "prod" / "fraud-1.json"
+    record = json.loads(proof.read_text())
+    proof.write_text(json.dumps({**record, "address": "fraud:2"}))
+    found = _check(tmp_path / "empty")
+    assert found["failed"] and [(v["rule"], v["subject"]) for v in found["violations"]] == [("FAB003", "fraud")]
+    assert "is evidence for prod/fraud:2, not the pinned prod/fraud:1" in found["violations"][0]["message"]
+    proof.write_text(json.dumps(record))
+    other = tmp_path / "other-home"  # a home whose prod fraud:1 is another model than the one promoted
+    register(other, "prod", lineage=replace(LINEAGE, promoted_from="staging/fraud:1"), extra="notes.md")
+    found = _check(other)
+    assert [v["rule"] for v in found["violations"]] == ["FAB003", "FAB004"]
+    assert "artifacts ['notes.md'] differ" in found["violations"][0]["message"]
+
+
+def test_a_corrupted_artifact_refuses_the_promotion_and_changes_nothing(project: Path, home: Path) -> None:
+    stack = project / "stacks" / "Pulumi.prod.yaml"
+    before = stack.read_bytes()
+    good = _approved(home)
+    onnx_file = good.path / "model.onnx"
+    data = bytearray(onnx_file.read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes: bit rot or tampering after registration
+    onnx_file.write_bytes(bytes(data))
+    refused = fabric_cli("promote", "fraud:1", "--from", "staging", "--to", "prod")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: fraud:1: artifact model.onnx in ") and "is not the file registered" in refused.stderr
+    assert stack.read_bytes() == before
+    assert not (project / "stacks" / "evidence").exists()
+    assert Registry(home / "prod" / "registry").list() == []
+
+
+def test_an_interrupted_promotion_changes_nothing(project: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fabric import promote as promotion
+
+    _approved(home)
+    promotion.promote("fraud:1", "staging", "prod", root=project)
+    stack = project / "stacks" / "Pulumi.prod.yaml"
+    evidence_dir = project / "stacks" / "evidence" / "prod"
+    before = stack.read_bytes()
+    first_proof = (evidence_dir / "fraud-1.json").read_bytes()
+    _approved(home, lineage=replace(LINEAGE, trial=9))  # staging fraud:2
+    written: list[str] = []
+    real = promotion._write_atomic
+
+    def interrupted(path: Path, text: str) -> None:
+        written.append(path.name)
+        if path == stack:
+            raise KeyboardInterrupt  # Ctrl-C while the pin is written
+        real(path, text)
+
+    monkeypatch.setattr(promotion, "_write_atomic", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        promotion.promote("fraud:2", "staging", "prod", root=project)
+    assert written == ["fraud-2.json", "Pulumi.prod.yaml"]  # the evidence was written, then taken back
+    prod = Registry(home / "prod" / "registry")
+    assert [v.address for v in prod.list()] == ["fraud:1"]
+    assert prod.get("fraud@champion").address == "fraud:1"
+    assert not (prod.artifacts / "fraud" / "2").exists()
+    assert stack.read_bytes() == before
+    assert sorted(p.name for p in evidence_dir.iterdir()) == ["fraud-1.json"]
+    assert (evidence_dir / "fraud-1.json").read_bytes() == first_proof
+    monkeypatch.setattr(promotion, "_write_atomic", real)
+    done = promotion.promote("fraud:2", "staging", "prod", root=project)  # the retry gets the number the failed try freed
+    assert done.target == "prod/fraud:2" and prod.get("fraud@champion").address == "fraud:2"
