@@ -119,7 +119,7 @@ def test_each_rule_catches_its_violation_and_only_it(case: str, prod_plan, home:
 
 def test_gpu_taints_on_a_kubernetes_stack(home: Path) -> None:
     plan = plan_stack("onprem", ROOT)
-    assert len(plan.resources) == 40
+    assert len(plan.resources) == 44
     data = PolicyInput("onprem", plan.settings, [Resource(r.type, r.name, r.id, r.inputs) for r in plan.resources], {})
     assert "FAB007" not in {v.rule for v in evaluate(data)}
     untainted = _mutate(plan, "aws:eks/nodeGroup:NodeGroup", taints=[])
