@@ -8,12 +8,16 @@ Order of effects, so that a refusal or a failure changes nothing (registry, stac
 2. the new stack file text is built and validated through StackSettings, in memory;
 3. the source's bytes are checked against the digests recorded when it was registered, copied to a
    staging folder and checked again, then registered in the target registry *without* an alias;
+   a sagemaker target also gets them in its bucket and an Approved package in its model package
+   group, with the lineage (fabric.backends.sagemaker.registry.publish_promoted);
 4. the evidence file (stacks/evidence/<target>/<name>-<version>.json, what `fabric policy check`
    reads where the registry is absent, e.g. in CI) and then the stack file are replaced atomically
    (temp file + rename); the pin is the commit point;
 5. the copy becomes the target's champion and the promotion is recorded as events.
-Any failure or interruption (Ctrl-C) after 3 withdraws the copy and restores both files. Only a
-hard kill between 3 and 4 can leave a trace: an extra version that nothing pins or aliases.
+Any failure or interruption (Ctrl-C) after 3 withdraws the copy, restores both files and, on
+SageMaker, rejects the package and deletes its objects (SageMaker keeps the Rejected package as the
+record of the attempt). Only a hard kill between 3 and 4 can leave a trace: an extra version that
+nothing pins or aliases (and its package, which a retry of the same number reuses and re-uploads).
 """
 
 from __future__ import annotations
@@ -135,6 +139,7 @@ def promote(address: str, source: str, target: str, endpoint: str | None = None,
     previous = settings.endpoints[endpoint].model
     _validated(pin_in_stack_text(before, endpoint, version.address), target, path)  # the file `pulumi up` reads stays valid
     digests = _source_digests(version)
+    remote = _remote(settings)  # before the copy: a missing boto3 must not leave one behind
     with dst_registry.stage() as staged:
         for name in digests:
             shutil.copy2(version.path / name, staged / name)
@@ -151,19 +156,26 @@ def promote(address: str, source: str, target: str, endpoint: str | None = None,
               "previous": previous}  # fmt: skip
     checked = {"p99_ms": version.latency.get("p99_ms"), "latency_budget_ms": budget.latency_budget_ms,
                "approvals": list(version.lineage.approvals), "rules": EVIDENCE_RULES, "sha256": digests}  # fmt: skip
+    published = False
     try:
         if evidence.digests(copied.path) != digests:
             raise PromotionRefused(f"{copied.address} in {target}: artifact bytes differ from {origin}; promotion refused")
+        if remote is not None:
+            remote._check_bucket()  # a missing bucket is a plain refusal, nothing to undo
+            published = True  # from the first upload on: it may land before an error
+            checked["model_package"] = _publish(remote, copied, version)
         # the pin names the target's own version number
         after = pin_in_stack_text(before, endpoint, copied.address)
         _validated(after, target, path)
         _write_atomic(proof, evidence.render(evidence.record(target, copied, digests, {**record, "checked": checked})))
         _write_atomic(path, after)
         dst_registry.set_alias(copied.address, "champion", reason=f"promoted from {origin}")
-    except BaseException:
+    except BaseException as error:
         try:
             _restore(path, before)
             _restore(proof, proof_before)
+            if published:
+                _unpublish(remote, target, copied, origin, error)
         finally:
             dst_registry.withdraw(copied.address)
         raise
@@ -171,6 +183,39 @@ def promote(address: str, source: str, target: str, endpoint: str | None = None,
     dst_registry.add_event(copied.address, "promoted", record)
     src_registry.add_event(version.address, "promoted_to", record)
     return PromotionResult(endpoint, origin, f"{target}/{copied.address}", previous, str(path), record["evidence"])
+
+
+def _remote(settings: StackSettings) -> Any:
+    """The target's managed registry, where promotion must publish too: SageMaker's, else none
+    (kubernetes serves from the registry volume, local from the local registry)."""
+    if settings.backend != "sagemaker":
+        return None
+    from fabric.backends import backend_for
+
+    return backend_for(settings)
+
+
+def _publish(backend: Any, copied: ModelVersion, source: ModelVersion) -> str:
+    """Upload the copy to the target's bucket and register it, Approved, in the target's model
+    package group with its lineage (naming the approvals FAB004 checked)."""
+    from fabric.backends.sagemaker.registry import publish_promoted
+
+    approvers = ", ".join(a.get("by", "?") for a in source.lineage.approvals) or "none required"
+    by = f"{approvers}; promoted from {copied.lineage.promoted_from} by {actor()}"
+    return publish_promoted(backend.clients, backend.settings.env, copied, backend.image(), by)
+
+
+def _unpublish(backend: Any, target: str, copied: ModelVersion, origin: str, error: BaseException) -> None:
+    """Undo `_publish`; where that fails too, the first error still wins and says what is left."""
+    from fabric.backends.sagemaker.registry import withdraw_promoted
+
+    try:
+        withdraw_promoted(backend.clients, target, copied, f"promotion of {origin} aborted: {type(error).__name__}: {error}")
+    except FabricError as cleanup:
+        leftover = f"undoing it on SageMaker failed too ({cleanup}); reject the package of {target}/{copied.address} by hand"
+        if isinstance(error, FabricError):
+            raise type(error)(f"{error}; {leftover}") from None
+        error.add_note(leftover)
 
 
 def rollback(target: str, endpoint: str, root: Path | None = None) -> PromotionResult:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import tarfile
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from fabric.plan import plan_stack
 from fabric.policy.rules import RULES, PolicyInput, Resource, evaluate
 from fabric.registry import Lineage, ModelVersion, Registry
 from tests.conftest import ROOT, fabric_cli
+from tests.test_sagemaker import REGION, moto_url  # noqa: F401 - the moto server fixture (prod is a sagemaker stack)
 
 
 def _tiny_onnx() -> bytes:
@@ -47,6 +50,21 @@ def project(tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> Path
     shutil.copytree(ROOT / "stacks", root / "stacks")
     monkeypatch.setenv("FABRIC_PROJECT_ROOT", str(root))
     return root
+
+
+@pytest.fixture()
+def prod_aws(moto_url: str, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201, F811
+    """Promotion into prod (backend sagemaker) publishes to its bucket and package group: on moto."""
+    import boto3
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
+                       "AWS_EC2_METADATA_DISABLED": "true", "FABRIC_AWS_ENDPOINT_URL": moto_url}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST"), timeout=30).close()  # noqa: S310
+    s3 = boto3.client("s3", endpoint_url=moto_url, region_name=REGION)
+    s3.create_bucket(Bucket="fabric-prod-artifacts")  # as `pulumi up --stack prod` does
+    sagemaker = boto3.client("sagemaker", endpoint_url=moto_url, region_name=REGION)
+    return {"s3": s3, "sagemaker": sagemaker}
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +192,7 @@ def test_promotion_refusals_change_nothing_and_name_the_rule(project: Path, home
     assert not (home / "prod" / "registry" / "registry.db").exists() or Registry(home / "prod" / "registry").list() == []
 
 
-def test_promotion_pins_one_line_copies_lineage_and_rolls_back(project: Path, home: Path) -> None:
+def test_promotion_pins_one_line_copies_lineage_and_rolls_back(project: Path, home: Path, prod_aws: dict) -> None:
     stack = project / "stacks" / "Pulumi.prod.yaml"
     before = stack.read_text()
     good = register(home, "staging")
@@ -222,7 +240,7 @@ def _check(home: Path) -> dict:
 
 
 def test_check_with_an_empty_home_reads_the_committed_evidence_and_reaches_the_same_verdict(
-    project: Path, home: Path, tmp_path: Path
+    project: Path, home: Path, tmp_path: Path, prod_aws: dict
 ) -> None:
     fresh = tmp_path / "ci-runner-home"  # what a pull request's runner has: no registry at all
     before = _check(fresh)
@@ -245,7 +263,7 @@ def test_check_with_an_empty_home_reads_the_committed_evidence_and_reaches_the_s
     assert [v["rule"] for v in _check(fresh)["violations"]] == ["FAB002"]
 
 
-def test_evidence_must_be_for_exactly_the_pinned_version(project: Path, home: Path, tmp_path: Path) -> None:
+def test_evidence_must_be_for_exactly_the_pinned_version(project: Path, home: Path, tmp_path: Path, prod_aws: dict) -> None:
     _approved(home)
     assert fabric_cli("promote", "fraud:1", "--from", "staging", "--to", "prod").returncode == 0
     proof = project / "stacks" / "evidence" / "prod" / "fraud-1.json"
@@ -278,7 +296,7 @@ def test_a_corrupted_artifact_refuses_the_promotion_and_changes_nothing(project:
     assert Registry(home / "prod" / "registry").list() == []
 
 
-def test_an_interrupted_promotion_changes_nothing(project: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_interrupted_promotion_changes_nothing(project: Path, home: Path, monkeypatch: pytest.MonkeyPatch, prod_aws: dict) -> None:
     from fabric import promote as promotion
 
     _approved(home)
@@ -308,6 +326,60 @@ def test_an_interrupted_promotion_changes_nothing(project: Path, home: Path, mon
     assert stack.read_bytes() == before
     assert sorted(p.name for p in evidence_dir.iterdir()) == ["fraud-1.json"]
     assert (evidence_dir / "fraud-1.json").read_bytes() == first_proof
+    # on SageMaker too: the aborted attempt's package is Rejected (never deployable) and its objects are gone
+    assert [(p["CustomerMetadataProperties"]["fabric_address"], p["ModelApprovalStatus"]) for p in _packages(prod_aws)] == [
+        ("fraud:1", "Approved"), ("fraud:2", "Rejected")]  # fmt: skip
+    keys = [o["Key"] for o in prod_aws["s3"].list_objects_v2(Bucket="fabric-prod-artifacts").get("Contents", [])]
+    assert sorted(keys) == ["models/fraud/1/lineage.json", "models/fraud/1/model.tar.gz"]
     monkeypatch.setattr(promotion, "_write_atomic", real)
     done = promotion.promote("fraud:2", "staging", "prod", root=project)  # the retry gets the number the failed try freed
     assert done.target == "prod/fraud:2" and prod.get("fraud@champion").address == "fraud:2"
+    statuses = sorted((p["CustomerMetadataProperties"]["fabric_address"], p["ModelApprovalStatus"]) for p in _packages(prod_aws))
+    assert statuses == [("fraud:1", "Approved"), ("fraud:2", "Approved"), ("fraud:2", "Rejected")]
+
+
+def _packages(aws: dict, group: str = "fabric-prod-fraud") -> list[dict]:
+    listed = aws["sagemaker"].list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]
+    return [aws["sagemaker"].describe_model_package(ModelPackageName=p["ModelPackageArn"]) for p in listed]
+
+
+def test_promotion_into_a_sagemaker_stack_uploads_and_registers_an_approved_package_with_lineage(
+    project: Path, home: Path, prod_aws: dict
+) -> None:
+    import io
+
+    good = _approved(home)
+    done = fabric_cli("promote", "fraud:1", "--from", "staging", "--to", "prod", "--json")
+    assert done.returncode == 0, done.stderr
+    packages = _packages(prod_aws)
+    assert len(packages) == 1
+    package = packages[0]
+    assert package["ModelApprovalStatus"] == "Approved"
+    assert "alice, bob; promoted from staging/fraud:1" in package["ApprovalDescription"]
+    meta = package["CustomerMetadataProperties"]
+    assert (meta["fabric_address"], meta["parent"], meta["study"], meta["p99_ms"]) == ("fraud:1", "staging/fraud:1", "fraud-study", "1.0")
+    data_url = package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
+    assert data_url == "s3://fabric-prod-artifacts/models/fraud/1/model.tar.gz"
+    s3 = prod_aws["s3"]
+    archive = s3.get_object(Bucket="fabric-prod-artifacts", Key="models/fraud/1/model.tar.gz")["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        served = tar.extractfile("model.onnx").read()  # type: ignore[union-attr]
+    assert served == (good.path / "model.onnx").read_bytes()
+    lineage = json.loads(s3.get_object(Bucket="fabric-prod-artifacts", Key="models/fraud/1/lineage.json")["Body"].read())
+    assert lineage["lineage"]["promoted_from"] == "staging/fraud:1" and len(lineage["lineage"]["approvals"]) == 2
+    assert json.loads(done.stdout)["evidence"]["model_package"] == package["ModelPackageArn"]
+    proof = json.loads((project / "stacks" / "evidence" / "prod" / "fraud-1.json").read_text())
+    assert proof["promotion"]["checked"]["model_package"] == package["ModelPackageArn"]
+
+
+def test_promotion_into_a_sagemaker_stack_without_its_bucket_changes_nothing(project: Path, home: Path, prod_aws: dict) -> None:
+    prod_aws["s3"].delete_bucket(Bucket="fabric-prod-artifacts")
+    stack = project / "stacks" / "Pulumi.prod.yaml"
+    before = stack.read_bytes()
+    _approved(home)
+    refused = fabric_cli("promote", "fraud:1", "--from", "staging", "--to", "prod")
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == ("error: bucket fabric-prod-artifacts does not exist; "
+                                      "`pulumi up --stack prod` creates it")  # fmt: skip
+    assert stack.read_bytes() == before and not (project / "stacks" / "evidence").exists()
+    assert Registry(home / "prod" / "registry").list() == []

@@ -54,12 +54,16 @@ def ensure_group(clients: Clients, stack: str, use_case: str) -> str:
 
 
 def find_package(clients: Clients, group: str, address: str) -> dict[str, Any] | None:
+    """The package of `address`; one that is not Rejected first (an aborted promotion leaves a Rejected one)."""
+    found = None
     with aws_errors(f"list packages of {group}"):
         for summary in clients.sagemaker.list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]:
             described = clients.sagemaker.describe_model_package(ModelPackageName=summary["ModelPackageArn"])
             if described.get("CustomerMetadataProperties", {}).get("fabric_address") == address:
-                return described
-    return None
+                if described.get("ModelApprovalStatus") != "Rejected":
+                    return described
+                found = described
+    return found
 
 
 def register_package(clients: Clients, stack: str, version: ModelVersion, image: str) -> str:
@@ -68,7 +72,32 @@ def register_package(clients: Clients, stack: str, version: ModelVersion, image:
     existing = find_package(clients, group, version.address)
     if existing:
         return existing["ModelPackageArn"]
+    return _create_package(clients, group, version, image, upload_version(clients, stack, version))
+
+
+def approve(clients: Clients, arn: str, version: ModelVersion, by: str) -> dict[str, Any]:
+    with aws_errors(f"approve {arn}"):
+        clients.sagemaker.update_model_package(
+            ModelPackageArn=arn, ModelApprovalStatus="Approved", ApprovalDescription=f"approved by {by}",
+            CustomerMetadataProperties=_metadata(version),  # re-sent: a status-only update may drop them
+        )  # fmt: skip
+        return clients.sagemaker.describe_model_package(ModelPackageName=arn)
+
+
+def publish_promoted(clients: Clients, stack: str, version: ModelVersion, image: str, approved_by: str) -> str:
+    """A promoted version in the target stack's group: artifacts and lineage uploaded to the target's
+    bucket (overwritten, so a retry after an aborted attempt never serves stale bytes), a package
+    that is not Rejected reused or created, then Approved (promotion checked the approvals)."""
+    group = ensure_group(clients, stack, version.name)
     data = upload_version(clients, stack, version)
+    existing = find_package(clients, group, version.address)
+    live = existing is not None and existing.get("ModelApprovalStatus") != "Rejected"
+    arn = existing["ModelPackageArn"] if live else _create_package(clients, group, version, image, data)  # type: ignore[index]
+    approve(clients, arn, version, approved_by)
+    return arn
+
+
+def _create_package(clients: Clients, group: str, version: ModelVersion, image: str, data: str) -> str:
     with aws_errors(f"register {version.address} in {group}"):
         return clients.sagemaker.create_model_package(
             ModelPackageGroupName=group,
@@ -81,10 +110,19 @@ def register_package(clients: Clients, stack: str, version: ModelVersion, image:
         )["ModelPackageArn"]  # fmt: skip
 
 
-def approve(clients: Clients, arn: str, version: ModelVersion, by: str) -> dict[str, Any]:
-    with aws_errors(f"approve {arn}"):
-        clients.sagemaker.update_model_package(
-            ModelPackageArn=arn, ModelApprovalStatus="Approved", ApprovalDescription=f"approved by {by}",
-            CustomerMetadataProperties=_metadata(version),  # re-sent: a status-only update may drop them
-        )  # fmt: skip
-        return clients.sagemaker.describe_model_package(ModelPackageName=arn)
+def withdraw_promoted(clients: Clients, stack: str, version: ModelVersion, reason: str) -> None:
+    """Undo `publish_promoted` of a promotion that did not complete, however far it got: a package of
+    the address that is not Rejected becomes Rejected (never deployable; SageMaker keeps it as the
+    record of the aborted attempt) and the uploaded objects go."""
+    bucket, prefix = names.bucket(stack), names.model_prefix(version.name, version.version)
+    group = names.package_group(stack, version.name)
+    with aws_errors(f"withdraw {version.address} from {group} and s3://{bucket}/{prefix}"):
+        groups = clients.sagemaker.list_model_package_groups(NameContains=group)["ModelPackageGroupSummaryList"]
+        package = find_package(clients, group, version.address) if any(g["ModelPackageGroupName"] == group for g in groups) else None
+        if package is not None and package.get("ModelApprovalStatus") != "Rejected":
+            clients.sagemaker.update_model_package(
+                ModelPackageArn=package["ModelPackageArn"], ModelApprovalStatus="Rejected", ApprovalDescription=reason[:1024],
+                CustomerMetadataProperties=_metadata(version),  # re-sent: a status-only update may drop them
+            )  # fmt: skip
+        for key in ("model.tar.gz", "lineage.json"):
+            clients.s3.delete_object(Bucket=bucket, Key=f"{prefix}/{key}")
