@@ -18,8 +18,9 @@ def policy() -> None:
               help="markdown is fit for a pull-request comment.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 def check(stack: str, fmt: str, as_json: bool) -> None:
-    """Plan STACK's Pulumi program under mocks, read the registry evidence of its pinned models, and
-    evaluate every rule. Exits 1 when the stack's enforcement is mandatory and a rule is violated
+    """Plan STACK's Pulumi program under mocks, read the evidence of its pinned models (the registry
+    under FABRIC_HOME, else the stacks/evidence/<stack>/<name>-<version>.json that `fabric promote`
+    commits, so CI needs no registry), and evaluate every rule. Exits 1 when the stack's enforcement is mandatory and a rule is violated
     (advisory stacks report and exit 0).
 
     \b
