@@ -383,3 +383,27 @@ def test_promotion_into_a_sagemaker_stack_without_its_bucket_changes_nothing(pro
                                       "`pulumi up --stack prod` creates it")  # fmt: skip
     assert stack.read_bytes() == before and not (project / "stacks" / "evidence").exists()
     assert Registry(home / "prod" / "registry").list() == []
+
+
+def test_an_interruption_after_the_champion_moved_puts_it_back(project: Path, home: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               prod_aws: dict) -> None:  # fmt: skip
+    from fabric import promote as promotion
+
+    _approved(home)
+    promotion.promote("fraud:1", "staging", "prod", root=project)
+    _approved(home, lineage=replace(LINEAGE, trial=9))
+    stack = project / "stacks" / "Pulumi.prod.yaml"
+    before = stack.read_bytes()
+    real = Registry.set_alias
+
+    def then_interrupted(self: Registry, address: str, alias: str, reason: str = "") -> ModelVersion:
+        real(self, address, alias, reason)
+        raise KeyboardInterrupt  # after the alias moved: the last step
+
+    monkeypatch.setattr(Registry, "set_alias", then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        promotion.promote("fraud:2", "staging", "prod", root=project)
+    prod = Registry(home / "prod" / "registry")
+    assert [v.address for v in prod.list()] == ["fraud:1"]
+    assert prod.get("fraud@champion").address == "fraud:1"
+    assert stack.read_bytes() == before and not (project / "stacks" / "evidence" / "prod" / "fraud-2.json").exists()
