@@ -46,6 +46,8 @@ def check(stack: str, fmt: str, as_json: bool) -> None:
         for v in report.violations:
             table.add_row(v.rule, v.subject, v.message)
         Console(width=160).print(table)
+        for endpoint, source in sorted(report.evidence.items()):
+            click.echo(f"evidence of {endpoint}'s pinned model: {source}")
         click.echo("FAILED" if report.failed else ("passed with findings" if report.violations else "passed"))
     if report.failed:
         raise SystemExit(1)
