@@ -407,3 +407,20 @@ def test_an_interruption_after_the_champion_moved_puts_it_back(project: Path, ho
     assert [v.address for v in prod.list()] == ["fraud:1"]
     assert prod.get("fraud@champion").address == "fraud:1"
     assert stack.read_bytes() == before and not (project / "stacks" / "evidence" / "prod" / "fraud-2.json").exists()
+
+
+def test_an_approval_in_the_target_stack_reaches_the_committed_evidence(project: Path, home: Path, tmp_path: Path,
+                                                                        prod_aws: dict) -> None:  # fmt: skip
+    version = register(home, "staging")
+    staging = Registry(home / "staging" / "registry")
+    for by in ("alice", "bob"):
+        staging.approve(version.address, by)
+    assert fabric_cli("promote", "fraud:1", "--from", "staging", "--to", "prod").returncode == 0
+    approved = fabric_cli("models", "approve", "fraud:1", "--stack", "prod", "--by", "carol")
+    assert approved.returncode == 0, approved.stderr
+    assert approved.stdout == ("fraud:1 approved by carol (3 approval(s))\n"
+                               "updated stacks/evidence/prod/fraud-1.json; commit it with the approval\n")  # fmt: skip
+    record = json.loads((project / "stacks" / "evidence" / "prod" / "fraud-1.json").read_text())
+    assert [a["by"] for a in record["lineage"]["approvals"]] == ["alice", "bob", "carol"]
+    assert record["address"] == "fraud:1" and record["promotion"]["from"] == "staging/fraud:1"
+    assert _check(home) == {**_check(tmp_path / "empty"), "evidence": {"fraud": "registry"}}

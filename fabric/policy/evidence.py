@@ -101,6 +101,24 @@ def load(root: Path, stack: str, address: str) -> ModelVersion | None:
         raise EvidenceError(f"{where}: not a valid evidence record ({type(error).__name__}: {error})") from None
 
 
+def refresh(root: Path, stack: str, version: ModelVersion) -> Path | None:
+    """Rewrite the committed evidence of `version` with its current approvals and lineage (after
+    `fabric models approve` in the target stack), so CI keeps the registry's verdict. Only a file
+    that is for this very version (same stack, address and bytes) is touched."""
+    try:
+        committed = load(root, stack, version.address)
+    except FabricError:
+        return None
+    if committed is None or mismatch(committed, version):
+        return None
+    path = evidence_path(root, stack, version.address)
+    raw = json.loads(path.read_text())
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(render({**raw, "lineage": asdict(version.lineage)}))
+    os.replace(tmp, path)
+    return path
+
+
 def mismatch(evidence: ModelVersion, registered: ModelVersion) -> list[str]:
     """Artifacts whose bytes in the registry differ from the evidence's digests (or are missing)."""
     actual = digests(registered.path) if registered.path.is_dir() else {}
