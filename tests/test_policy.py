@@ -60,11 +60,15 @@ def prod_aws(moto_url: str, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201, F
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
                        "AWS_EC2_METADATA_DISABLED": "true", "FABRIC_AWS_ENDPOINT_URL": moto_url}.items():  # fmt: skip
         monkeypatch.setenv(key, value)
-    urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST"), timeout=30).close()  # noqa: S310
+    def reset() -> None:  # moto's state is per process, shared by every server: leave none behind
+        urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST"), timeout=30).close()  # noqa: S310
+
+    reset()
     s3 = boto3.client("s3", endpoint_url=moto_url, region_name=REGION)
     s3.create_bucket(Bucket="fabric-prod-artifacts")  # as `pulumi up --stack prod` does
     sagemaker = boto3.client("sagemaker", endpoint_url=moto_url, region_name=REGION)
-    return {"s3": s3, "sagemaker": sagemaker}
+    yield {"s3": s3, "sagemaker": sagemaker}
+    reset()
 
 
 @pytest.fixture(scope="module")
