@@ -10,6 +10,7 @@ configuration naming its bucket) carries that id in its inputs.
 
 from __future__ import annotations
 
+import json
 import logging
 import runpy
 from dataclasses import asdict, dataclass, field
@@ -59,6 +60,8 @@ def _outputs_for(type_token: str, name: str, inputs: dict[str, Any]) -> dict[str
         extra.update(endpoint=f"https://{name}.eks.mock", certificateAuthority={"data": "bW9jaw=="})
     if type_token == "aws:rds/instance:Instance":
         extra["address"] = f"{name}.rds.mock"
+        if inputs.get("manageMasterUserPassword"):
+            extra["masterUserSecrets"] = [{"secretArn": f"arn:aws:secretsmanager:mock:::secret:{name}-master"}]
     if type_token == "pulumi:pulumi:StackReference":
         extra["outputs"] = {"artifact_bucket": f"{inputs.get('name', name)}-artifacts"}
     return {**extra, **inputs}
@@ -80,8 +83,13 @@ def plan_stack(env: str, root: Path | None = None) -> Plan:
         def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
             return f"{args.name}-id", _outputs_for(args.typ, args.name, args.inputs)
 
-        def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
-            return {}, None
+        def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+            # a plain dict: the mock monitor iterates the second item of a tuple (None would crash it)
+            if args.token == "aws:secretsmanager/getSecretVersion:getSecretVersion":
+                # what RDS keeps for a managed master password; the value is a placeholder
+                value = {"username": "fabric", "password": "mock/pass word"}
+                return {"secretId": args.args.get("secretId"), "secretString": json.dumps(value)}
+            return {}
 
     class Monitor(mocks.MockMonitor):
         def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - the gRPC method name
@@ -118,9 +126,15 @@ def plan_stack(env: str, root: Path | None = None) -> Plan:
     return plan
 
 
+_SECRET_SIG, _SECRET_MARK = "4dabf18193072939515e22adb298388d", "1b47061264138c4ac30d75fd1eb44270"  # rpc._special_sig_key, _special_secret_sig
+
+
 def _plain(value: Any) -> Any:
     """Inputs as JSON-able data (drop Pulumi's secret/unknown wrappers)."""
     if isinstance(value, dict):
+        if value.get(_SECRET_SIG) == _SECRET_MARK:
+            # a Pulumi secret: under mocks its value is a placeholder (see Recorder.call), shown as data
+            return _plain(value.get("value"))
         return {str(k): _plain(v) for k, v in value.items() if not str(k).startswith("__")}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]

@@ -12,6 +12,7 @@ removes, never a half-written version. Artifacts are ONNX and JSON/Markdown/HTML
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import os
 import re
@@ -237,7 +238,8 @@ class Registry:
         for p in files:
             if p.suffix.lower() in FORBIDDEN_SUFFIXES:
                 raise RegistryError(f"{name}: artifact {p.name} is a pickle-like format; export to ONNX instead")
-        artifacts = {p.name: {"bytes": p.stat().st_size} for p in files}
+        # the digest is what promotion checks the bytes against, at the source and after the copy
+        artifacts = {p.name: {"bytes": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()} for p in files}
         with self._write() as db:
             row = db.execute("SELECT MAX(version) FROM versions WHERE name = ?", (name,)).fetchone()
             version = (row[0] or 0) + 1
@@ -309,6 +311,26 @@ class Registry:
                 raise RegistryError(f"{name}:{to} does not exist; see `fabric models list {name}`")
             self._set_alias(db, name, alias, to, "rollback")
         return current["version"], self.get(f"{name}:{to}")
+
+    def withdraw(self, address: str) -> None:
+        """Undo the registration of a version that a promotion could not complete: its row, events and
+        folder go, and an alias it took points back where it pointed before (or is removed), as if
+        the version had never been copied. Only promotion calls this, before anything served it."""
+        target = self.get(address)
+        with self._write() as db:
+            for alias in target.aliases:
+                history = db.execute(
+                    "SELECT payload FROM events WHERE name = ? AND version = ? AND kind = 'alias' ORDER BY id DESC",
+                    (target.name, target.version),
+                ).fetchall()
+                before = next((json.loads(r["payload"])["from"] for r in history if json.loads(r["payload"])["alias"] == alias), None)
+                if before is None:
+                    db.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (target.name, alias))
+                else:
+                    db.execute("UPDATE aliases SET version = ? WHERE name = ? AND alias = ?", (before, target.name, alias))
+            for table in ("versions", "events"):
+                db.execute(f"DELETE FROM {table} WHERE name = ? AND version = ?", (target.name, target.version))  # noqa: S608
+        shutil.rmtree(target.path, ignore_errors=True)
 
     def add_event(self, address: str, kind: str, payload: dict[str, Any]) -> None:
         target = self.get(address)

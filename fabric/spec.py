@@ -381,6 +381,14 @@ class FeatureTableSettings(_Camel):
         return self
 
 
+# Names the kubernetes backend's manifests refer to and the Pulumi program declares (infra/stores.py):
+# written once here, as the defaults of KubernetesSettings, so both sides follow a stack's override.
+STUDY_SECRET = "fabric-study"  # key `url`: postgresql://... of the Optuna studies
+FEATURES_SECRET = "fabric-features"  # key `url`: the online feature store the model servers read
+REGISTRY_CLAIM = "fabric-registry"  # ReadWriteMany PVC mounted as FABRIC_HOME by Jobs and Deployments
+SECRET_URL_KEY = "url"
+
+
 class KubernetesSettings(_Camel):
     """`fabric:kubernetes`: where and how the `kubernetes` backend runs its Jobs and Deployments.
 
@@ -391,8 +399,13 @@ class KubernetesSettings(_Camel):
     namespace: str = "fabric"
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     service_account: str = Field("fabric", description="runs the Jobs; the backend renders its Role")
-    study_secret: str = Field("fabric-study", description="Secret whose key `url` is the PostgreSQL URL of the studies")
-    registry_claim: str = Field("fabric-registry", description="ReadWriteMany PVC mounted as FABRIC_HOME")
+    study_secret: str = Field(STUDY_SECRET, description="Secret whose key `url` is the PostgreSQL URL of the studies")
+    features_secret: str = Field(
+        FEATURES_SECRET, description="Secret whose key `url` is the online feature store URL; read by servers of specs with features"
+    )
+    registry_claim: str = Field(REGISTRY_CLAIM, description="ReadWriteMany PVC mounted as FABRIC_HOME")
+    registry_storage_class: str = Field("efs-sc", description="StorageClass of the registry PVC (ReadWriteMany: EFS on EKS)")
+    registry_size: str = Field("100Gi", description="capacity requested by the registry PVC")
     registry_bucket: str | None = Field(None, description="s3://bucket[/prefix]: trained artifacts are copied there")
     search_workers: int = Field(4, ge=1, le=256, description="Optuna workers of the search Indexed Job")
     worker_cpu: str = "1"
@@ -409,7 +422,7 @@ class KubernetesSettings(_Camel):
     start_grace_s: int = Field(600, ge=0, description="pod scheduling, image pull and imports, added to Job deadlines")
     context: str | None = Field(None, description="kubeconfig context; default: in-cluster or the current context")
 
-    @field_validator("namespace", "service_account", "study_secret", "registry_claim")
+    @field_validator("namespace", "service_account", "study_secret", "features_secret", "registry_claim")
     @classmethod
     def _dns_label(cls, value: str) -> str:
         if not re.match(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", value):

@@ -7,13 +7,13 @@ from typing import Any
 
 import pulumi
 
-from fabric.spec import StackSettings
+from fabric.spec import KubernetesSettings, StackSettings
 from infra.cluster import ClusterArgs, EksCluster, EksNodePool, NodePoolArgs
 from infra.endpoint import EndpointArgs, KubernetesEndpoint, KubernetesEndpointArgs, SageMakerEndpoint
 from infra.feature_table import FeatureTable, FeatureTableArgs
 from infra.iam import LifecycleRoles, RolesArgs
 from infra.registry import ModelRegistry, ModelRegistryArgs
-from infra.stores import LifecycleStores, StoresArgs
+from infra.stores import KubernetesStores, KubernetesStoresArgs, LifecycleStores, StoresArgs
 
 
 def build(settings: StackSettings) -> dict[str, Any]:
@@ -49,7 +49,15 @@ def build(settings: StackSettings) -> dict[str, Any]:
         import pulumi_kubernetes as k8s
 
         provider = k8s.Provider("cluster-provider", kubeconfig=_kubeconfig(cluster))
-        k8s.core.v1.Namespace("fabric-namespace", metadata={"name": "fabric"}, opts=pulumi.ResourceOptions(provider=provider))
+        # the names the backend's manifests use: the stack's fabric:kubernetes, else its defaults
+        kube = settings.kubernetes or KubernetesSettings.model_construct()
+        namespace = k8s.core.v1.Namespace("fabric-namespace", metadata={"name": kube.namespace},
+                                          opts=pulumi.ResourceOptions(provider=provider))  # fmt: skip
+        platform = KubernetesStores("platform-stores", KubernetesStoresArgs(
+            kube, stores.database, provider, namespace, {"app.kubernetes.io/managed-by": "pulumi", "fabric.io/stack": stack},
+            production=stack == "prod"))  # fmt: skip
+        outputs["kubernetes"] = {"namespace": kube.namespace, "study_secret": platform.study_secret.metadata["name"],
+                                 "registry_claim": platform.registry_claim.metadata["name"]}  # fmt: skip
 
     for name, table in settings.feature_tables.items():
         if sagemaker:

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import pulumi  # noqa: E402
 from pulumi_policy import EnforcementLevel, PolicyPack, StackValidationArgs, StackValidationPolicy  # noqa: E402
 
-from fabric.policy.check import pinned_versions  # noqa: E402
+from fabric.policy.check import pinned_evidence  # noqa: E402
 from fabric.policy.rules import RULES, PolicyInput, Resource  # noqa: E402
 from fabric.spec import load_stack  # noqa: E402
 
@@ -25,7 +25,8 @@ LEVEL = EnforcementLevel.MANDATORY if SETTINGS.policy.enforcement == "mandatory"
 def _validator(rule):  # noqa: ANN001, ANN202
     def validate(args: StackValidationArgs, report_violation) -> None:  # noqa: ANN001
         resources = [Resource(r.resource_type, r.name, r.name, dict(r.props)) for r in args.resources]
-        data = PolicyInput(STACK, SETTINGS, resources, pinned_versions(STACK, SETTINGS))
+        found = pinned_evidence(STACK, SETTINGS)
+        data = PolicyInput(STACK, SETTINGS, resources, found.pinned, [], found.sources, found.problems)
         for violation in rule.check(data):
             report_violation(f"{violation.subject}: {violation.message}")
 

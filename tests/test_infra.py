@@ -17,7 +17,7 @@ from tests.conftest import ROOT, fabric_cli
 
 BUCKET = "aws:s3/bucket:Bucket"
 NODE_GROUP = "aws:eks/nodeGroup:NodeGroup"
-EXPECTED_COUNTS = {"dev": 31, "staging": 26, "prod": 26, "onprem": 40}
+EXPECTED_COUNTS = {"dev": 35, "staging": 26, "prod": 26, "onprem": 44}
 
 
 @pytest.fixture(scope="module")
@@ -281,3 +281,74 @@ def test_training_pools_default_to_spot_and_serving_pools_stay_on_demand(plans: 
     assert pools(gpuPools=[{**two[0], "capacityType": "ON_DEMAND"}]) == ["ON_DEMAND"]  # an explicit choice stands
     gpu_endpoint = {"fraud": {"instanceType": "ml.g5.xlarge", "minInstances": 1, "maxInstances": 1, "latencyBudgetMs": 5, "gpu": True}}
     assert pools(gpuPools=two[:1], endpoints=gpu_endpoint) == ["ON_DEMAND"]  # a GPU pool that may serve
+
+
+def _references(manifest: dict) -> set[tuple[str, str, str]]:
+    """(kind, namespace/name, key) of every Secret key and claim a manifest's pods read."""
+    found: set[tuple[str, str, str]] = set()
+    namespace = manifest["metadata"]["namespace"]
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if "secretKeyRef" in node:
+                found.add(("Secret", f"{namespace}/{node['secretKeyRef']['name']}", node["secretKeyRef"]["key"]))
+            if "persistentVolumeClaim" in node:
+                found.add(("PersistentVolumeClaim", f"{namespace}/{node['persistentVolumeClaim']['claimName']}", ""))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(manifest)
+    return found
+
+
+def test_the_secrets_and_claim_the_backend_manifests_read_are_declared_by_the_stack(plans: dict[str, Plan]) -> None:
+    from fabric.backends.kubernetes import KubernetesBackend
+    from fabric.spec import load_pipeline
+
+    plan = plans["onprem"]
+    assert len(plan.resources) == EXPECTED_COUNTS["onprem"]
+    secrets = plan.of_type("kubernetes:core/v1:Secret")
+    claims = plan.of_type("kubernetes:core/v1:PersistentVolumeClaim")
+    assert len(secrets) == 2 and len(claims) == 1
+    declared = {("Secret", f"{s.inputs['metadata']['namespace']}/{s.inputs['metadata']['name']}", key)
+                for s in secrets for key in s.inputs["stringData"]}  # fmt: skip
+    declared |= {("PersistentVolumeClaim", f"{c.inputs['metadata']['namespace']}/{c.inputs['metadata']['name']}", "")
+                 for c in claims}  # fmt: skip
+    namespaces = {r.inputs["metadata"]["name"] for r in plan.of_type("kubernetes:core/v1:Namespace")}
+    assert namespaces == {"fabric"}
+    backend = KubernetesBackend(plan.settings)
+    referenced: set[tuple[str, str, str]] = set()
+    for path in ("fraud.yaml", "fraud-features.yaml"):
+        spec = load_pipeline(ROOT / "pipelines" / path).model_copy(update={"name": "fraud"})
+        for _, manifest in backend.manifests(spec, run_id="r1"):
+            referenced |= _references(manifest)
+    assert referenced == {
+        ("Secret", "fabric/fabric-study", "url"),
+        ("Secret", "fabric/fabric-features", "url"),
+        ("PersistentVolumeClaim", "fabric/fabric-registry", ""),
+    }
+    assert referenced <= declared
+    study = next(s for s in secrets if s.inputs["metadata"]["name"] == "fabric-study")
+    # the RDS instance the stack declares, with the managed password (a mock placeholder here) quoted
+    assert study.inputs["stringData"]["url"] == "postgresql://fabric:mock%2Fpass%20word@stores-postgres.rds.mock:5432/fabric"
+    registry = claims[0].inputs["spec"]
+    assert registry["accessModes"] == ["ReadWriteMany"] and registry["storageClassName"] == "efs-sc"
+
+
+def test_renamed_secrets_and_claim_are_followed_by_both_sides(tmp_path: Path) -> None:
+    from fabric.backends.kubernetes import objects
+
+    kube = yaml.safe_load((ROOT / "stacks" / "Pulumi.onprem.yaml").read_text())["config"]["fabric:kubernetes"]
+    root = _project(tmp_path, "onprem", {"fabric:kubernetes": {**kube, "namespace": "ml", "studySecret": "optuna-db",
+                                                               "registryClaim": "models"}})  # fmt: skip
+    plan = plan_stack("onprem", root)
+    assert len(plan.resources) == EXPECTED_COUNTS["onprem"]
+    names = {(r.type.rsplit(":", 1)[1], r.inputs["metadata"].get("namespace"), r.inputs["metadata"]["name"])
+             for r in plan.resources if r.type.startswith("kubernetes:core/v1:") and r.type.rsplit(":", 1)[1] != "Service"}  # fmt: skip
+    assert names == {("Namespace", None, "ml"), ("Secret", "ml", "optuna-db"), ("Secret", "ml", "fabric-features"),
+                     ("PersistentVolumeClaim", "ml", "models")}  # fmt: skip
+    assert objects.registry_volume(plan.settings)["persistentVolumeClaim"]["claimName"] == "models"
+    assert objects.env(plan.settings, study=True)[-1]["valueFrom"]["secretKeyRef"]["name"] == "optuna-db"

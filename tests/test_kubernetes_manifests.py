@@ -264,3 +264,24 @@ def test_a_followed_job_is_read_from_its_status_conditions() -> None:
     assert failed.phase == "failed" and failed.reason == "DeadlineExceeded: Job was active longer than specified deadline"
     ignored = condition(type="Failed", status="False")
     assert job_state(job(1, active=1, conditions=[ignored])).phase == "running"
+
+
+def test_servers_of_a_spec_with_feature_tables_read_the_online_store_url_from_a_secret(tmp_path: Path) -> None:
+    from fabric.features.store import ONLINE_URL_ENV
+
+    spec = load_pipeline(ROOT / "pipelines" / "fraud-features.yaml")
+    spec = spec.model_copy(update={"name": "fraud"})  # the onprem stack's endpoint
+    assert spec.features is not None and spec.rollout.strategy == "canary"
+    deployments = [m for s, m in plan.render(spec, _settings(featuresSecret="card-store"), "r1", stages=("serve", "rollout"))
+                   if m["kind"] == "Deployment"]  # fmt: skip
+    assert sorted(d["metadata"]["name"] for d in deployments) == ["fraud", "fraud-canary"]
+    for deployment in deployments:
+        validate(deployment)
+        server = deployment["spec"]["template"]["spec"]["containers"][0]
+        online = [e for e in server["env"] if e["name"] == ONLINE_URL_ENV]
+        assert online == [{"name": "FABRIC_FEATURES_ONLINE_URL", "valueFrom": {"secretKeyRef": {"name": "card-store", "key": "url"}}}]
+    plain = [m for s, m in plan.render(_spec(tmp_path), ONPREM, "r1", stages=("serve",)) if m["kind"] == "Deployment"]
+    assert len(plain) == 1
+    assert ONLINE_URL_ENV not in {e["name"] for e in plain[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    header = KubernetesBackend(ONPREM).render_yaml(spec)
+    assert "Secret fabric-features (key url: the online feature store" in header

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import tarfile
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from fabric.plan import plan_stack
 from fabric.policy.rules import RULES, PolicyInput, Resource, evaluate
 from fabric.registry import Lineage, ModelVersion, Registry
 from tests.conftest import ROOT, fabric_cli
+from tests.test_sagemaker import REGION
 
 
 def _tiny_onnx() -> bytes:
@@ -47,6 +50,25 @@ def project(tmp_path: Path, home: Path, monkeypatch: pytest.MonkeyPatch) -> Path
     shutil.copytree(ROOT / "stacks", root / "stacks")
     monkeypatch.setenv("FABRIC_PROJECT_ROOT", str(root))
     return root
+
+
+@pytest.fixture()
+def prod_aws(moto_url: str, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """Promotion into prod (backend sagemaker) publishes to its bucket and package group: on moto."""
+    import boto3
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": REGION,
+                       "AWS_EC2_METADATA_DISABLED": "true", "FABRIC_AWS_ENDPOINT_URL": moto_url}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    def reset() -> None:  # moto's state is per process, shared by every server: leave none behind
+        urllib.request.urlopen(urllib.request.Request(f"{moto_url}/moto-api/reset", method="POST"), timeout=30).close()  # noqa: S310
+
+    reset()
+    s3 = boto3.client("s3", endpoint_url=moto_url, region_name=REGION)
+    s3.create_bucket(Bucket="fabric-prod-artifacts")  # as `pulumi up --stack prod` does
+    sagemaker = boto3.client("sagemaker", endpoint_url=moto_url, region_name=REGION)
+    yield {"s3": s3, "sagemaker": sagemaker}
+    reset()
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +141,7 @@ def test_each_rule_catches_its_violation_and_only_it(case: str, prod_plan, home:
 
 def test_gpu_taints_on_a_kubernetes_stack(home: Path) -> None:
     plan = plan_stack("onprem", ROOT)
-    assert len(plan.resources) == 40
+    assert len(plan.resources) == 44
     data = PolicyInput("onprem", plan.settings, [Resource(r.type, r.name, r.id, r.inputs) for r in plan.resources], {})
     assert "FAB007" not in {v.rule for v in evaluate(data)}
     untainted = _mutate(plan, "aws:eks/nodeGroup:NodeGroup", taints=[])
@@ -174,7 +196,7 @@ def test_promotion_refusals_change_nothing_and_name_the_rule(project: Path, home
     assert not (home / "prod" / "registry" / "registry.db").exists() or Registry(home / "prod" / "registry").list() == []
 
 
-def test_promotion_pins_one_line_copies_lineage_and_rolls_back(project: Path, home: Path) -> None:
+def test_promotion_pins_one_line_copies_lineage_and_rolls_back(project: Path, home: Path, prod_aws: dict) -> None:
     stack = project / "stacks" / "Pulumi.prod.yaml"
     before = stack.read_text()
     good = register(home, "staging")
@@ -205,3 +227,204 @@ def test_promotion_pins_one_line_copies_lineage_and_rolls_back(project: Path, ho
     assert 'model: "fraud:1"' in stack.read_text()
     assert any(e["kind"] == "promotion_rolled_back" for e in prod.events("fraud", 2))
 
+
+
+def _approved(home: Path, stack: str = "staging", **kwargs) -> ModelVersion:  # noqa: ANN003
+    version = register(home, stack, **kwargs)
+    registry = Registry(home / stack / "registry")
+    registry.approve(version.address, "alice")
+    registry.approve(version.address, "bob")
+    return version
+
+
+def _check(home: Path) -> dict:
+    done = fabric_cli("policy", "check", "--stack", "prod", "--json", env={"FABRIC_HOME": str(home)})
+    assert done.returncode in (0, 1), done.stderr
+    return json.loads(done.stdout)
+
+
+def test_check_with_an_empty_home_reads_the_committed_evidence_and_reaches_the_same_verdict(
+    project: Path, home: Path, tmp_path: Path, prod_aws: dict
+) -> None:
+    fresh = tmp_path / "ci-runner-home"  # what a pull request's runner has: no registry at all
+    before = _check(fresh)
+    assert before["failed"] and [v["rule"] for v in before["violations"]] == ["FAB003"]
+    assert "stacks/evidence/prod/fraud-1.json does not exist" in before["violations"][0]["message"]
+    _approved(home)
+    assert fabric_cli("promote", "fraud:1", "--from", "staging", "--to", "prod").returncode == 0
+    proof = project / "stacks" / "evidence" / "prod" / "fraud-1.json"
+    record = json.loads(proof.read_text())
+    assert (record["stack"], record["address"], record["promotion"]["from"]) == ("prod", "fraud:1", "staging/fraud:1")
+    assert len(record["lineage"]["approvals"]) == 2 and record["latency"]["p99_ms"] == 1.0
+    assert len(record["artifacts"]["model.onnx"]["sha256"]) == 64
+    with_registry, without = _check(home), _check(fresh)
+    assert with_registry["evidence"] == {"fraud": "registry"}
+    assert without["evidence"] == {"fraud": "stacks/evidence/prod/fraud-1.json"}
+    assert not with_registry["failed"] and with_registry["violations"] == []
+    assert {k: v for k, v in without.items() if k != "evidence"} == {k: v for k, v in with_registry.items() if k != "evidence"}
+    # a slower model in the evidence fails both ways alike (FAB002 reads the committed p99)
+    proof.write_text(json.dumps({**record, "latency": {"p99_ms": 45.0}}))
+    assert [v["rule"] for v in _check(fresh)["violations"]] == ["FAB002"]
+
+
+def test_evidence_must_be_for_exactly_the_pinned_version(project: Path, home: Path, tmp_path: Path, prod_aws: dict) -> None:
+    _approved(home)
+    assert fabric_cli("promote", "fraud:1", "--from", "staging", "--to", "prod").returncode == 0
+    proof = project / "stacks" / "evidence" / "prod" / "fraud-1.json"
+    record = json.loads(proof.read_text())
+    proof.write_text(json.dumps({**record, "address": "fraud:2"}))
+    found = _check(tmp_path / "empty")
+    assert found["failed"] and [(v["rule"], v["subject"]) for v in found["violations"]] == [("FAB003", "fraud")]
+    assert "is evidence for prod/fraud:2, not the pinned prod/fraud:1" in found["violations"][0]["message"]
+    proof.write_text(json.dumps(record))
+    other = tmp_path / "other-home"  # a home whose prod fraud:1 is another model than the one promoted
+    register(other, "prod", lineage=replace(LINEAGE, promoted_from="staging/fraud:1"), extra="notes.md")
+    found = _check(other)
+    assert [v["rule"] for v in found["violations"]] == ["FAB003", "FAB004"]
+    assert "artifacts ['notes.md'] differ" in found["violations"][0]["message"]
+
+
+def test_a_corrupted_artifact_refuses_the_promotion_and_changes_nothing(project: Path, home: Path) -> None:
+    stack = project / "stacks" / "Pulumi.prod.yaml"
+    before = stack.read_bytes()
+    good = _approved(home)
+    onnx_file = good.path / "model.onnx"
+    data = bytearray(onnx_file.read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes: bit rot or tampering after registration
+    onnx_file.write_bytes(bytes(data))
+    refused = fabric_cli("promote", "fraud:1", "--from", "staging", "--to", "prod")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: fraud:1: artifact model.onnx in ") and "is not the file registered" in refused.stderr
+    assert stack.read_bytes() == before
+    assert not (project / "stacks" / "evidence").exists()
+    assert Registry(home / "prod" / "registry").list() == []
+
+
+def test_an_interrupted_promotion_changes_nothing(project: Path, home: Path, monkeypatch: pytest.MonkeyPatch, prod_aws: dict) -> None:
+    from fabric import promote as promotion
+
+    _approved(home)
+    promotion.promote("fraud:1", "staging", "prod", root=project)
+    stack = project / "stacks" / "Pulumi.prod.yaml"
+    evidence_dir = project / "stacks" / "evidence" / "prod"
+    before = stack.read_bytes()
+    first_proof = (evidence_dir / "fraud-1.json").read_bytes()
+    _approved(home, lineage=replace(LINEAGE, trial=9))  # staging fraud:2
+    written: list[str] = []
+    real = promotion._write_atomic
+
+    def interrupted(path: Path, text: str) -> None:
+        written.append(path.name)
+        if path == stack:
+            raise KeyboardInterrupt  # Ctrl-C while the pin is written
+        real(path, text)
+
+    monkeypatch.setattr(promotion, "_write_atomic", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        promotion.promote("fraud:2", "staging", "prod", root=project)
+    assert written == ["fraud-2.json", "Pulumi.prod.yaml"]  # the evidence was written, then taken back
+    prod = Registry(home / "prod" / "registry")
+    assert [v.address for v in prod.list()] == ["fraud:1"]
+    assert prod.get("fraud@champion").address == "fraud:1"
+    assert not (prod.artifacts / "fraud" / "2").exists()
+    assert stack.read_bytes() == before
+    assert sorted(p.name for p in evidence_dir.iterdir()) == ["fraud-1.json"]
+    assert (evidence_dir / "fraud-1.json").read_bytes() == first_proof
+    # on SageMaker too: the aborted attempt's package is Rejected (never deployable) and its objects are gone
+    assert [(p["CustomerMetadataProperties"]["fabric_address"], p["ModelApprovalStatus"]) for p in _packages(prod_aws)] == [
+        ("fraud:1", "Approved"), ("fraud:2", "Rejected")]  # fmt: skip
+    keys = [o["Key"] for o in prod_aws["s3"].list_objects_v2(Bucket="fabric-prod-artifacts").get("Contents", [])]
+    assert sorted(keys) == ["models/fraud/1/lineage.json", "models/fraud/1/model.tar.gz"]
+    monkeypatch.setattr(promotion, "_write_atomic", real)
+    done = promotion.promote("fraud:2", "staging", "prod", root=project)  # the retry gets the number the failed try freed
+    assert done.target == "prod/fraud:2" and prod.get("fraud@champion").address == "fraud:2"
+    statuses = sorted((p["CustomerMetadataProperties"]["fabric_address"], p["ModelApprovalStatus"]) for p in _packages(prod_aws))
+    assert statuses == [("fraud:1", "Approved"), ("fraud:2", "Approved"), ("fraud:2", "Rejected")]
+
+
+def _packages(aws: dict, group: str = "fabric-prod-fraud") -> list[dict]:
+    listed = aws["sagemaker"].list_model_packages(ModelPackageGroupName=group)["ModelPackageSummaryList"]
+    return [aws["sagemaker"].describe_model_package(ModelPackageName=p["ModelPackageArn"]) for p in listed]
+
+
+def test_promotion_into_a_sagemaker_stack_uploads_and_registers_an_approved_package_with_lineage(
+    project: Path, home: Path, prod_aws: dict
+) -> None:
+    import io
+
+    good = _approved(home)
+    done = fabric_cli("promote", "fraud:1", "--from", "staging", "--to", "prod", "--json")
+    assert done.returncode == 0, done.stderr
+    packages = _packages(prod_aws)
+    assert len(packages) == 1
+    package = packages[0]
+    assert package["ModelApprovalStatus"] == "Approved"
+    assert "alice, bob; promoted from staging/fraud:1" in package["ApprovalDescription"]
+    meta = package["CustomerMetadataProperties"]
+    assert (meta["fabric_address"], meta["parent"], meta["study"], meta["p99_ms"]) == ("fraud:1", "staging/fraud:1", "fraud-study", "1.0")
+    data_url = package["InferenceSpecification"]["Containers"][0]["ModelDataUrl"]
+    assert data_url == "s3://fabric-prod-artifacts/models/fraud/1/model.tar.gz"
+    s3 = prod_aws["s3"]
+    archive = s3.get_object(Bucket="fabric-prod-artifacts", Key="models/fraud/1/model.tar.gz")["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        served = tar.extractfile("model.onnx").read()  # type: ignore[union-attr]
+    assert served == (good.path / "model.onnx").read_bytes()
+    lineage = json.loads(s3.get_object(Bucket="fabric-prod-artifacts", Key="models/fraud/1/lineage.json")["Body"].read())
+    assert lineage["lineage"]["promoted_from"] == "staging/fraud:1" and len(lineage["lineage"]["approvals"]) == 2
+    assert json.loads(done.stdout)["evidence"]["model_package"] == package["ModelPackageArn"]
+    proof = json.loads((project / "stacks" / "evidence" / "prod" / "fraud-1.json").read_text())
+    assert proof["promotion"]["checked"]["model_package"] == package["ModelPackageArn"]
+
+
+def test_promotion_into_a_sagemaker_stack_without_its_bucket_changes_nothing(project: Path, home: Path, prod_aws: dict) -> None:
+    prod_aws["s3"].delete_bucket(Bucket="fabric-prod-artifacts")
+    stack = project / "stacks" / "Pulumi.prod.yaml"
+    before = stack.read_bytes()
+    _approved(home)
+    refused = fabric_cli("promote", "fraud:1", "--from", "staging", "--to", "prod")
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == ("error: bucket fabric-prod-artifacts does not exist; "
+                                      "`pulumi up --stack prod` creates it")  # fmt: skip
+    assert stack.read_bytes() == before and not (project / "stacks" / "evidence").exists()
+    assert Registry(home / "prod" / "registry").list() == []
+
+
+def test_an_interruption_after_the_champion_moved_puts_it_back(project: Path, home: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               prod_aws: dict) -> None:  # fmt: skip
+    from fabric import promote as promotion
+
+    _approved(home)
+    promotion.promote("fraud:1", "staging", "prod", root=project)
+    _approved(home, lineage=replace(LINEAGE, trial=9))
+    stack = project / "stacks" / "Pulumi.prod.yaml"
+    before = stack.read_bytes()
+    real = Registry.set_alias
+
+    def then_interrupted(self: Registry, address: str, alias: str, reason: str = "") -> ModelVersion:
+        real(self, address, alias, reason)
+        raise KeyboardInterrupt  # after the alias moved: the last step
+
+    monkeypatch.setattr(Registry, "set_alias", then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        promotion.promote("fraud:2", "staging", "prod", root=project)
+    prod = Registry(home / "prod" / "registry")
+    assert [v.address for v in prod.list()] == ["fraud:1"]
+    assert prod.get("fraud@champion").address == "fraud:1"
+    assert stack.read_bytes() == before and not (project / "stacks" / "evidence" / "prod" / "fraud-2.json").exists()
+
+
+def test_an_approval_in_the_target_stack_reaches_the_committed_evidence(project: Path, home: Path, tmp_path: Path,
+                                                                        prod_aws: dict) -> None:  # fmt: skip
+    version = register(home, "staging")
+    staging = Registry(home / "staging" / "registry")
+    for by in ("alice", "bob"):
+        staging.approve(version.address, by)
+    assert fabric_cli("promote", "fraud:1", "--from", "staging", "--to", "prod").returncode == 0
+    approved = fabric_cli("models", "approve", "fraud:1", "--stack", "prod", "--by", "carol")
+    assert approved.returncode == 0, approved.stderr
+    assert approved.stdout == ("fraud:1 approved by carol (3 approval(s))\n"
+                               "updated stacks/evidence/prod/fraud-1.json; commit it with the approval\n")  # fmt: skip
+    record = json.loads((project / "stacks" / "evidence" / "prod" / "fraud-1.json").read_text())
+    assert [a["by"] for a in record["lineage"]["approvals"]] == ["alice", "bob", "carol"]
+    assert record["address"] == "fraud:1" and record["promotion"]["from"] == "staging/fraud:1"
+    assert _check(home) == {**_check(tmp_path / "empty"), "evidence": {"fraud": "registry"}}

@@ -123,5 +123,11 @@ def rollback(name: str, alias_: str, to: int | None, stack: str) -> None:
 @stack_option
 def approve(address: str, by: str, note: str, stack: str) -> None:
     """Record an approval of ADDRESS (promotion to a mandatory stack requires approvals)."""
+    from fabric.policy.evidence import refresh, relative
+    from fabric.spec import project_root
+
     version = _registry(stack).approve(address, by, note)
     click.echo(f"{version.address} approved by {by} ({len(version.lineage.approvals)} approval(s))")
+    updated = refresh(project_root(), stack, version)  # a promoted version's committed evidence follows
+    if updated is not None:
+        click.echo(f"updated {relative(project_root(), updated)}; commit it with the approval")

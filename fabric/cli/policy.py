@@ -18,8 +18,9 @@ def policy() -> None:
               help="markdown is fit for a pull-request comment.")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
 def check(stack: str, fmt: str, as_json: bool) -> None:
-    """Plan STACK's Pulumi program under mocks, read the registry evidence of its pinned models, and
-    evaluate every rule. Exits 1 when the stack's enforcement is mandatory and a rule is violated
+    """Plan STACK's Pulumi program under mocks, read the evidence of its pinned models (the registry
+    under FABRIC_HOME, else the stacks/evidence/<stack>/<name>-<version>.json that `fabric promote`
+    commits, so CI needs no registry), and evaluate every rule. Exits 1 when the stack's enforcement is mandatory and a rule is violated
     (advisory stacks report and exit 0).
 
     \b
@@ -45,6 +46,8 @@ def check(stack: str, fmt: str, as_json: bool) -> None:
         for v in report.violations:
             table.add_row(v.rule, v.subject, v.message)
         Console(width=160).print(table)
+        for endpoint, source in sorted(report.evidence.items()):
+            click.echo(f"evidence of {endpoint}'s pinned model: {source}")
         click.echo("FAILED" if report.failed else ("passed with findings" if report.violations else "passed"))
     if report.failed:
         raise SystemExit(1)

@@ -17,9 +17,11 @@ from fabric.cli._common import echo_json, json_option
 def promote(address: str | None, source: str | None, target: str, endpoint: str | None, rollback: bool, as_json: bool) -> None:
     """Promote MODEL (`name:version` or `name@alias` in the source stack) to the target stack: check
     the target's policies with it pinned (latency within the endpoint's budget, complete lineage,
-    approvals, no pickle), copy its artifacts and lineage into the target registry, and write the
-    pinned version into stacks/Pulumi.<target>.yaml, the one-line diff a pull request reviews and
-    `pulumi up` applies. A refused promotion changes nothing and names the rule.
+    approvals, no pickle), copy its artifacts (digest-checked) and lineage into the target registry
+    (on a sagemaker target also its bucket and an Approved model package), and write the pinned
+    version into stacks/Pulumi.<target>.yaml, the one-line diff a pull request reviews and `pulumi up`
+    applies, with its evidence in stacks/evidence/<target>/ for `fabric policy check` in CI. A
+    refused or interrupted promotion changes nothing and names the rule.
 
     \b
     Examples:

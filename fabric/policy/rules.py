@@ -39,6 +39,8 @@ class PolicyInput:
     resources: list[Resource] = field(default_factory=list)
     pinned: dict[str, ModelVersion | None] = field(default_factory=dict)  # endpoint -> its pinned version, if found
     specs: list[PipelineSpec] = field(default_factory=list)  # the project's pipelines, for right-sizing
+    sources: dict[str, str] = field(default_factory=dict)  # endpoint -> where its evidence came from
+    problems: dict[str, str] = field(default_factory=dict)  # endpoint -> why its evidence is absent or untrusted
 
     def of_type(self, token: str) -> list[Resource]:
         return [r for r in self.resources if r.type == token]
@@ -102,10 +104,14 @@ def pinned_model_lineage(data: PolicyInput) -> list[tuple[str, str]]:
         if endpoint.model is None:
             continue
         version = data.pinned.get(name)
+        source = data.settings.promote_from or "<stack>"
+        fix = f"`fabric promote {endpoint.model} --from {source} --to {data.stack}` (it writes the evidence file)"
         if version is None:
-            source = data.settings.promote_from or "<stack>"
-            out.append((name, f"pinned model {endpoint.model} is not in the {data.stack} registry; promote it with "
-                              f"`fabric promote {endpoint.model} --from {source} --to {data.stack}`"))  # fmt: skip
+            problem = data.problems.get(name) or f"pinned model {endpoint.model} is not in the {data.stack} registry"
+            out.append((name, f"{problem}; promote it with {fix}"))
+            continue
+        if name in data.problems:
+            out.append((version.address, f"{data.problems[name]}; use the registry the promotion wrote, or promote again with {fix}"))
             continue
         missing = version.lineage.missing()
         if missing:

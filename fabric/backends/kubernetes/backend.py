@@ -71,7 +71,8 @@ class KubernetesBackend(Backend):
             f"# fabric lifecycle of {spec.name!r} on stack {self.settings.env} (namespace {self.kube.namespace}).\n"
             "# access, config, search, train: applied by `fabric run`; serve, rollout: by deploy; monitor: by monitor.\n"
             f"# Provided by the stack, not rendered: the namespace, Secret {self.kube.study_secret} (key url: the\n"
-            f"# PostgreSQL URL of the studies), PVC {self.kube.registry_claim} (ReadWriteMany, the registry).\n"
+            f"# PostgreSQL URL of the studies), PVC {self.kube.registry_claim} (ReadWriteMany, the registry)"
+            + (f",\n# Secret {self.kube.features_secret} (key url: the online feature store the servers read).\n" if spec.features else ".\n")
         )
         stages = plan.STAGES if spec.name in self.settings.endpoints else plan.RUN_STAGES + ("monitor",)
         if spec.name not in self.settings.endpoints:

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from fabric.errors import CapabilityError
-from fabric.spec import KubernetesSettings, NodePool, PipelineSpec, StackSettings
+from fabric.spec import SECRET_URL_KEY, KubernetesSettings, NodePool, PipelineSpec, StackSettings
 
 POOL_LABEL = "fabric.io/pool"
 TRACK_LABEL = "fabric.io/track"
@@ -24,6 +24,7 @@ CONFIG_DIR = "/etc/fabric"  # the spec and the stack file, from the ConfigMap; F
 SPEC_PATH = f"{CONFIG_DIR}/spec.yaml"
 HOME_DIR = "/var/lib/fabric"  # the registry volume; FABRIC_HOME
 STUDY_URL_ENV = "FABRIC_STUDY_URL"
+ONLINE_URL_ENV = "FABRIC_FEATURES_ONLINE_URL"  # = fabric.features.store.ONLINE_URL_ENV (not imported: pandas)
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 
 
@@ -107,9 +108,19 @@ def env(settings: StackSettings, study: bool = False) -> list[dict[str, Any]]:
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
     if study:
-        secret = {"name": kube(settings).study_secret, "key": "url"}
+        secret = {"name": kube(settings).study_secret, "key": SECRET_URL_KEY}
         out.append({"name": STUDY_URL_ENV, "valueFrom": {"secretKeyRef": secret}})
     return out
+
+
+def online_features_env(spec: PipelineSpec, settings: StackSettings) -> list[dict[str, Any]]:
+    """Where a server of a spec with feature tables looks entities up. Without it the server would
+    open an empty SQLite store under FABRIC_HOME and refuse every entity, so the URL is required:
+    from the Secret `features_secret` (not optional, so a missing Secret stops the pod at start)."""
+    if spec.features is None:
+        return []
+    secret = {"name": kube(settings).features_secret, "key": SECRET_URL_KEY}
+    return [{"name": ONLINE_URL_ENV, "valueFrom": {"secretKeyRef": secret}}]
 
 
 def container(settings: StackSettings, name: str, args: list[str], resources: dict[str, Any], **extra: Any) -> dict[str, Any]:

@@ -89,11 +89,19 @@ def _packages(clients: Clients, group: str) -> list[dict[str, Any]]:
         return [clients.sagemaker.describe_model_package(ModelPackageName=arn) for arn in arns]
 
 
-def find_package(clients: Clients, group: str, address: str) -> dict[str, Any] | None:
-    for described in _packages(clients, group):
+def _of_address(packages: list[dict[str, Any]], address: str) -> dict[str, Any] | None:
+    """The package of `address`; one that is not Rejected first (an aborted promotion leaves a Rejected one)."""
+    found = None
+    for described in packages:
         if described.get("CustomerMetadataProperties", {}).get("fabric_address") == address:
-            return described
-    return None
+            if described.get("ModelApprovalStatus") != "Rejected":
+                return described
+            found = described
+    return found
+
+
+def find_package(clients: Clients, group: str, address: str) -> dict[str, Any] | None:
+    return _of_address(_packages(clients, group), address)
 
 
 def _data_url(package: dict[str, Any]) -> str | None:
@@ -108,7 +116,7 @@ def register_package(clients: Clients, stack: str, version: ModelVersion, image:
     Either way the model is uploaded under models/<name>/<version>/, which endpoints serve."""
     group = ensure_group(clients, stack, version.name)
     packages = _packages(clients, group)
-    existing = next((p for p in packages if p.get("CustomerMetadataProperties", {}).get("fabric_address") == version.address), None)
+    existing = _of_address(packages, version.address)
     if existing:
         return existing["ModelPackageArn"]
     data = upload_version(clients, stack, version)
@@ -121,6 +129,32 @@ def register_package(clients: Clients, stack: str, version: ModelVersion, image:
                 ModelApprovalStatus=adopted.get("ModelApprovalStatus", "PendingManualApproval"),  # kept as it is
             )  # fmt: skip
         return adopted["ModelPackageArn"]
+    return _create_package(clients, group, version, image, data)
+
+
+def approve(clients: Clients, arn: str, version: ModelVersion, by: str) -> dict[str, Any]:
+    with aws_errors(f"approve {arn}"):
+        clients.sagemaker.update_model_package(
+            ModelPackageArn=arn, ModelApprovalStatus="Approved", ApprovalDescription=f"approved by {by}",
+            CustomerMetadataProperties=_metadata(version),  # re-sent: a status-only update may drop them
+        )  # fmt: skip
+        return clients.sagemaker.describe_model_package(ModelPackageName=arn)
+
+
+def publish_promoted(clients: Clients, stack: str, version: ModelVersion, image: str, approved_by: str) -> str:
+    """A promoted version in the target stack's group: artifacts and lineage uploaded to the target's
+    bucket (overwritten, so a retry after an aborted attempt never serves stale bytes), a package
+    that is not Rejected reused or created, then Approved (promotion checked the approvals)."""
+    group = ensure_group(clients, stack, version.name)
+    data = upload_version(clients, stack, version)
+    existing = find_package(clients, group, version.address)
+    live = existing is not None and existing.get("ModelApprovalStatus") != "Rejected"
+    arn = existing["ModelPackageArn"] if live else _create_package(clients, group, version, image, data)  # type: ignore[index]
+    approve(clients, arn, version, approved_by)
+    return arn
+
+
+def _create_package(clients: Clients, group: str, version: ModelVersion, image: str, data: str) -> str:
     with aws_errors(f"register {version.address} in {group}"):
         return clients.sagemaker.create_model_package(
             ModelPackageGroupName=group,
@@ -133,10 +167,19 @@ def register_package(clients: Clients, stack: str, version: ModelVersion, image:
         )["ModelPackageArn"]  # fmt: skip
 
 
-def approve(clients: Clients, arn: str, version: ModelVersion, by: str) -> dict[str, Any]:
-    with aws_errors(f"approve {arn}"):
-        clients.sagemaker.update_model_package(
-            ModelPackageArn=arn, ModelApprovalStatus="Approved", ApprovalDescription=f"approved by {by}",
-            CustomerMetadataProperties=_metadata(version),  # re-sent: a status-only update may drop them
-        )  # fmt: skip
-        return clients.sagemaker.describe_model_package(ModelPackageName=arn)
+def withdraw_promoted(clients: Clients, stack: str, version: ModelVersion, reason: str) -> None:
+    """Undo `publish_promoted` of a promotion that did not complete, however far it got: a package of
+    the address that is not Rejected becomes Rejected (never deployable; SageMaker keeps it as the
+    record of the aborted attempt) and the uploaded objects go."""
+    bucket, prefix = names.bucket(stack), names.model_prefix(version.name, version.version)
+    group = names.package_group(stack, version.name)
+    with aws_errors(f"withdraw {version.address} from {group} and s3://{bucket}/{prefix}"):
+        groups = clients.sagemaker.list_model_package_groups(NameContains=group)["ModelPackageGroupSummaryList"]
+        package = find_package(clients, group, version.address) if any(g["ModelPackageGroupName"] == group for g in groups) else None
+        if package is not None and package.get("ModelApprovalStatus") != "Rejected":
+            clients.sagemaker.update_model_package(
+                ModelPackageArn=package["ModelPackageArn"], ModelApprovalStatus="Rejected", ApprovalDescription=reason[:1024],
+                CustomerMetadataProperties=_metadata(version),  # re-sent: a status-only update may drop them
+            )  # fmt: skip
+        for key in ("model.tar.gz", "lineage.json"):
+            clients.s3.delete_object(Bucket=bucket, Key=f"{prefix}/{key}")
