@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -8,10 +9,12 @@ import pytest
 
 from fabric.data.dataset import Dataset, prepare
 from fabric.families import get_family
+from fabric.families.trees import validation_metric
 from fabric.latency import predict
 from fabric.quantize import gemm_to_matmul, quantize
 from fabric.search import fit_data
 from fabric.spec import PipelineSpec, load_pipeline
+from fabric.train import evaluate
 from tests.conftest import write_spec
 
 PARAMS = {
@@ -104,14 +107,30 @@ def test_the_registered_version_records_every_precision(tmp_path: Path, home: Pa
     from fabric.lifecycle import run_pipeline
     from fabric.registry import open_registry
 
+    # a generous gate and budget so that int8 (the smaller file) is the precision served
     spec = load_pipeline(
-        write_spec(tmp_path, search={"budget_s": 4, "families": ["mlp"]}, quantize={"precisions": ["fp32", "int8"]})
-    )
+        write_spec(tmp_path, search={"budget_s": None, "trials": 1, "families": ["mlp"]}, latency_budget={"p99_ms": 50.0},
+                   quantize={"precisions": ["fp32", "int8"], "max_metric_drop": 0.5})
+    )  # fmt: skip
     result = run_pipeline(spec, "dev", open_registry("dev"), home / "dev")
     version = result.version
     table = version.metrics["quantize"]
     assert [p["precision"] for p in table["precisions"]] == ["fp32", "int8"]
-    assert version.lineage.precision == table["chosen"]
-    assert (version.path / "model.onnx").read_bytes() == (version.path / f"model.{table['chosen']}.onnx").read_bytes()
+    assert table["chosen"] == "int8" and version.lineage.precision == "int8"
+    served = (version.path / "model.onnx").read_bytes()
+    assert served == (version.path / "model.int8.onnx").read_bytes()
     card = (version.path / "model_card.md").read_text()
     assert "## Precisions" in card and "| int8 |" in card
+
+    # the headline describes the served int8 artifact; fp32's numbers stay in the quantize table
+    dataset = prepare(spec)
+    int8, fp32 = (next(p for p in table["precisions"] if p["precision"] == name) for name in ("int8", "fp32"))
+    assert version.metrics["test"][spec.metric] == int8["metric"]
+    fp32_scores = predict((version.path / "model.fp32.onnx").read_bytes(), dataset.test.X)
+    assert fp32["metric"] == round(validation_metric(spec.metric, dataset.test.y, fp32_scores), 6)
+    served_eval, fp32_eval = evaluate(spec, dataset, predict(served, dataset.test.X)), evaluate(spec, dataset, fp32_scores)
+    assert served_eval != fp32_eval  # int8 moves the scores, so the headline can tell which artifact it describes
+    assert {k: version.metrics[k] for k in served_eval} == served_eval
+    card_json = json.loads((version.path / "model_card.json").read_text())
+    assert card_json["metrics"]["test"] == version.metrics["test"]
+    assert card_json["latency"] == version.latency == card_json["served_latency"]
