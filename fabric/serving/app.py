@@ -170,6 +170,7 @@ class ModelServer:
                 "max_abs_diff": self.metrics.shadow_abs_diff_max if compared else None,
             },
             "captured": self.capture.written if self.capture else 0,
+            "capture_rate": self.capture.rate if self.capture else 0.0,
         }
 
     async def _admin(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
