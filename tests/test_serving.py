@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -30,7 +31,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Mo
 
     folder = tmp_path_factory.mktemp("serving")
     home = folder / "home"
-    spec = load_pipeline(write_spec(folder, search={"budget_s": 3, "families": ["lightgbm"]}, serving={"capture_rate": 1.0}))
+    spec = load_pipeline(write_spec(folder, search={"budget_s": None, "trials": 2, "families": ["lightgbm"]}, serving={"capture_rate": 1.0}))
     registry = Registry(home / "dev" / "registry")
     first = run_pipeline(spec, "dev", registry, home / "dev").version
     with registry.stage() as staged:
@@ -133,6 +134,12 @@ def test_the_contract_ping_invocations_metrics_and_capture(deployer: LocalDeploy
     assert len(lines) == 4
     assert {x["request_id"] for x in lines[:2]} == {"req-1:0", "req-1:1"}
     assert lines[0]["features"] == record and lines[0]["model"] == v1.address and lines[0]["slot"] == "champion"
+    stamp = datetime.fromisoformat(lines[0]["ts"])  # isoformat, UTC, milliseconds
+    assert stamp.utcoffset() == timedelta(0) and len(lines[0]["ts"]) == len("2026-01-01T00:00:00.000+00:00")
+    assert abs((datetime.now(UTC) - stamp).total_seconds()) < 60
+    generated = httpx.post(f"{url}/invocations", json={"records": [record]}).json()["request_id"]
+    again = httpx.post(f"{url}/invocations", json={"records": [record]}).json()["request_id"]
+    assert len(generated) == 32 and int(generated, 16) >= 0 and generated != again
 
 
 @pytest.mark.parametrize(
