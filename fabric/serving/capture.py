@@ -46,7 +46,7 @@ class Capture:
 
     def _timestamp(self) -> str:
         """UTC now as `datetime.isoformat(timespec="milliseconds")` writes it, the date part formatted
-        once a second (formatting a datetime per request cost more than the rest of the line)."""
+        once a second (a datetime formatted per request cost several microseconds)."""
         now = time.time()
         second = int(now)
         if second != self._second:
