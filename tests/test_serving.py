@@ -8,16 +8,20 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import numpy as np
+import onnx
 import pytest
 
 from fabric.backends.local_deploy import LocalDeployer
 from fabric.registry import ModelVersion, Registry
 from fabric.serving.endpoints import Endpoints
-from fabric.spec import RolloutSpec, load_pipeline, load_stack
-from tests.conftest import fabric_cli, write_spec
+from fabric.serving.model import LoadedModel
+from fabric.spec import RolloutSpec, StackSettings, load_pipeline, load_stack
+from tests.conftest import ROOT, fabric_cli, write_spec
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +31,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Mo
 
     folder = tmp_path_factory.mktemp("serving")
     home = folder / "home"
-    spec = load_pipeline(write_spec(folder, search={"budget_s": 3, "families": ["lightgbm"]}, serving={"capture_rate": 1.0}))
+    spec = load_pipeline(write_spec(folder, search={"budget_s": None, "trials": 2, "families": ["lightgbm"]}, serving={"capture_rate": 1.0}))
     registry = Registry(home / "dev" / "registry")
     first = run_pipeline(spec, "dev", registry, home / "dev").version
     with registry.stage() as staged:
@@ -35,6 +39,52 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Mo
             shutil.copy(f, staged / f.name)
         second = registry.register("fraud", staged, replace(first.lineage, parent=first.address), first.metrics, first.latency)
     yield home, first, second
+
+
+def _register_variant(registry: Registry, base: ModelVersion, onnx_bytes: bytes, serving: dict | None = None) -> ModelVersion:
+    """A new version of `base` with another graph (and, optionally, another `serving:` policy in spec.json)."""
+    with registry.stage() as staged:
+        for f in base.path.iterdir():
+            shutil.copy(f, staged / f.name)
+        (staged / "model.onnx").write_bytes(onnx_bytes)
+        if serving is not None:
+            spec = json.loads((staged / "spec.json").read_text())
+            (staged / "spec.json").write_text(json.dumps({**spec, "serving": {**spec.get("serving", {}), **serving}}))
+        return registry.register(base.name, staged, replace(base.lineage, parent=base.address), base.metrics, base.latency, alias=None)
+
+
+def _scaled_leaves(onnx_bytes: bytes, factor: float) -> bytes:
+    """The same trees with every leaf value scaled: a challenger whose weights differ."""
+    graph = onnx.load_from_string(onnx_bytes)
+    (tree,) = [n for n in graph.graph.node if n.op_type.startswith("TreeEnsemble")]
+    for attribute in tree.attribute:
+        if attribute.name in ("class_weights", "target_weights"):
+            attribute.floats[:] = [v * factor for v in attribute.floats]
+    return graph.SerializeToString()
+
+
+def _single_row_only(onnx_bytes: bytes) -> bytes:
+    """A broken graph: a Reshape to one row in front of the model, so it loads (the server's load
+    check scores one row) and fails with a runtime error on every request of two rows or more."""
+    graph = onnx.load_from_string(onnx_bytes)
+    width = graph.graph.input[0].type.tensor_type.shape.dim[1].dim_value
+    for node in graph.graph.node:
+        node.input[:] = ["input_one_row" if name == "input" else name for name in node.input]
+    graph.graph.initializer.append(onnx.numpy_helper.from_array(np.array([1, width], dtype=np.int64), "one_row"))
+    graph.graph.node.insert(0, onnx.helper.make_node("Reshape", ["input", "one_row"], ["input_one_row"]))
+    onnx.checker.check_model(graph)
+    return graph.SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def variants(trained: tuple[Path, ModelVersion, ModelVersion]) -> tuple[ModelVersion, ModelVersion]:
+    """fraud:3, the same trees with leaf values halved and serving.capture_rate 0 in its spec;
+    fraud:4, a graph that fails at run time on multi-row requests."""
+    home, v1, _ = trained
+    registry = Registry(home / "dev" / "registry")
+    fp32 = (v1.path / "model.onnx").read_bytes()
+    return (_register_variant(registry, v1, _scaled_leaves(fp32, 0.5), serving={"capture_rate": 0.0}),
+            _register_variant(registry, v1, _single_row_only(fp32)))  # fmt: skip
 
 
 @pytest.fixture()
@@ -84,6 +134,12 @@ def test_the_contract_ping_invocations_metrics_and_capture(deployer: LocalDeploy
     assert len(lines) == 4
     assert {x["request_id"] for x in lines[:2]} == {"req-1:0", "req-1:1"}
     assert lines[0]["features"] == record and lines[0]["model"] == v1.address and lines[0]["slot"] == "champion"
+    stamp = datetime.fromisoformat(lines[0]["ts"])  # isoformat, UTC, milliseconds
+    assert stamp.utcoffset() == timedelta(0) and len(lines[0]["ts"]) == len("2026-01-01T00:00:00.000+00:00")
+    assert abs((datetime.now(UTC) - stamp).total_seconds()) < 60
+    generated = httpx.post(f"{url}/invocations", json={"records": [record]}).json()["request_id"]
+    again = httpx.post(f"{url}/invocations", json={"records": [record]}).json()["request_id"]
+    assert len(generated) == 32 and int(generated, 16) >= 0 and generated != again
 
 
 @pytest.mark.parametrize(
@@ -125,11 +181,11 @@ def test_bad_input_is_a_4xx_naming_the_field(deployer: LocalDeployer, trained, b
     assert httpx.get(f"{url}/ping").status_code == 200  # still alive
 
 
-def _load(url: str, record: dict, stop: threading.Event, outcomes: list[int], versions: set[str]) -> None:
+def _load(url: str, record: dict, stop: threading.Event, outcomes: list[int], versions: set[str], rows: int = 1) -> None:
     with httpx.Client() as client:
         while not stop.is_set():
             try:
-                response = client.post(f"{url}/invocations", json={"records": [record]}, timeout=10)
+                response = client.post(f"{url}/invocations", json={"records": [record] * rows}, timeout=10)
                 outcomes.append(response.status_code)
                 if response.status_code == 200:
                     versions.add(response.json()["model"])
@@ -220,3 +276,96 @@ def test_cli_deploy_status_rollback_and_errors(trained, monkeypatch: pytest.Monk
         assert unknown.returncode == 2 and "endpoint 'nope' does not exist" in unknown.stderr
     finally:
         fabric_cli("endpoints", "stop", "fraud", "--stack", "dev", env=env)
+
+
+def test_canary_rolls_back_on_its_error_rate(deployer: LocalDeployer, trained, variants) -> None:
+    _, v1, _ = trained
+    broken = variants[1]
+    url = deployer.deploy(v1.address, "all_at_once").url
+    stop, outcomes, versions = threading.Event(), [], set()
+    worker = threading.Thread(target=_load, args=(url, _record(v1), stop, outcomes, versions, 2))
+    worker.start()
+    try:
+        # p99 is not what trips it: the limit is generous, the canary's 5xx answers are
+        rollout = RolloutSpec(strategy="canary", steps=[20, 100], max_error_rate=0.01, max_p99_ms=1000, step_requests=30)
+        result = deployer.deploy(broken.address, "canary", rollout=rollout, step_timeout_s=30)
+    finally:
+        stop.set()
+        worker.join()
+    assert result.outcome == "rolled_back", result
+    assert result.reason.startswith("canary error rate 1.000 > rollout.max_error_rate=0.01"), result.reason
+    assert [(s["percent"], s["ok"]) for s in result.steps] == [(20, False)]
+    assert httpx.get(f"{url}/admin/state").json()["slots"]["canary"] is None
+    assert deployer.registry.get("fraud@champion").address == v1.address
+    assert "rolled_back" in [e["kind"] for e in deployer.registry.events(broken.name, broken.version)]
+    assert versions == {v1.address} and set(outcomes) == {200, 500}  # only the canary's share failed
+    after = [httpx.post(f"{url}/invocations", json={"records": [_record(v1)] * 2}) for _ in range(20)]
+    assert {(r.status_code, r.json()["model"]) for r in after} == {(200, v1.address)}
+
+
+def test_shadow_with_other_weights_records_diff_and_latency_and_answers_from_the_champion(
+    deployer: LocalDeployer, trained, variants
+) -> None:
+    home, v1, _ = trained
+    challenger = variants[0]
+    url = deployer.deploy(v1.address, "all_at_once").url
+    records = [_record(v1), {**_record(v1), "amount": 250.0}]
+    alone = [httpx.post(f"{url}/invocations", json={"records": [r]}).json()["predictions"][0] for r in records]
+    assert deployer.deploy(challenger.address, "shadow").outcome == "shadowing"
+    for i in range(30):
+        answer = httpx.post(f"{url}/invocations", json={"records": [records[i % 2]]}).json()
+        assert answer["model"] == v1.address and answer["predictions"] == [alone[i % 2]]
+
+    # the diff the server recorded is the one between the two models' own scores
+    shadow_model = LoadedModel.load(challenger.path, challenger.address)
+    X, _ = shadow_model.decode(json.dumps({"records": records}).encode(), "application/json")
+    diffs = np.abs(np.array(alone) - shadow_model.predict(X))
+    assert diffs.min() > 1e-3
+    state = httpx.get(f"{url}/admin/state").json()
+    assert state["shadow"]["compared_rows"] == 30
+    assert state["shadow"]["max_abs_diff"] == pytest.approx(diffs.max(), abs=1e-6)
+    assert state["shadow"]["mean_abs_diff"] == pytest.approx(diffs.mean(), abs=1e-6)
+    series = state["series"][f"shadow/{challenger.address}"]
+    assert series["requests"] == 30 and series["errors"] == 0 and series["p99_ms"] > 0
+    assert state["series"][f"champion/{v1.address}"]["requests"] == 32
+
+    status = fabric_cli("endpoints", "status", "fraud", "--stack", "dev", env={"FABRIC_HOME": str(home)})
+    assert status.returncode == 0, status.stderr
+    assert f"shadow: 30 rows compared, mean |diff| {diffs.mean():.5f}, max |diff| {diffs.max():.5f}" in status.stdout
+    assert f"shadow/{challenger.address}" in status.stdout and f"slots: champion={v1.address}, shadow={challenger.address}" in status.stdout
+    as_json = json.loads(fabric_cli("endpoints", "status", "fraud", "--stack", "dev", "--json", env={"FABRIC_HOME": str(home)}).stdout)
+    assert as_json["server"]["shadow"]["compared_rows"] == 30
+    assert as_json["server"]["series"][f"shadow/{challenger.address}"]["requests"] == 30
+
+
+def _dev_settings(**fraud_endpoint: object) -> StackSettings:
+    """The dev stack with the fraud endpoint's settings replaced (keys as written in the stack file)."""
+    import yaml
+
+    path = ROOT / "stacks" / "Pulumi.dev.yaml"
+    config = yaml.safe_load(path.read_text())["config"]
+    config["fabric:endpoints"] = {"fraud": fraud_endpoint}
+    return StackSettings.from_config("dev", config, str(path))
+
+
+@pytest.mark.parametrize(
+    ("stack_rate", "served_rate", "captured"),
+    [(None, 0.0, 0), (1.0, 1.0, 10)],
+    ids=["unset-in-stack-spec-wins", "set-in-stack-stack-wins"],
+)
+def test_capture_rate_the_stack_sets_wins_else_the_specs(deployer: LocalDeployer, trained, variants, stack_rate, served_rate, captured) -> None:
+    _, v1, _ = trained
+    challenger = variants[0]  # its spec says serving.capture_rate: 0
+    endpoint = {"instanceType": "c6i.large", "minInstances": 1, "maxInstances": 2, "latencyBudgetMs": 5}
+    if stack_rate is not None:
+        endpoint["dataCaptureRate"] = stack_rate
+    local = LocalDeployer(_dev_settings(**endpoint), deployer.registry, deployer.endpoints)
+    for name in deployer.endpoints.names():  # the rate is the server's start-up setting
+        deployer.endpoints.stop(name)
+    shutil.rmtree(deployer.endpoints.capture_dir("fraud"), ignore_errors=True)
+    result = local.deploy(challenger.address, "all_at_once")
+    for _ in range(10):
+        assert httpx.post(f"{result.url}/invocations", json={"records": [_record(v1)]}).status_code == 200
+    httpx.post(f"{result.url}/admin/flush", json={})
+    state = httpx.get(f"{result.url}/admin/state").json()
+    assert state["capture_rate"] == served_rate and state["captured"] == captured

@@ -55,12 +55,14 @@ def status(name: str, stack: str, as_json: bool) -> None:
         return
     click.echo(f"{name} at {state.url}: {'healthy' if live else 'down'}, champion {state.champion}")
     if live:
-        click.echo("  slots: " + ", ".join(f"{k}={v}" for k, v in live["slots"].items() if v) + f"; canary {live['canary_percent']}%")
+        click.echo("  slots: " + ", ".join(f"{k}={v}" for k, v in live["slots"].items() if v) + f"; canary {live['canary_percent']}%; capture rate {live.get('capture_rate', 0.0):g}")
         for key, s in live["series"].items():
             p99 = f"{s['p99_ms']:.3f} ms" if s["p99_ms"] is not None else "-"
             click.echo(f"  {key:<28} requests {s['requests']:>8}  errors {s['errors']:>5}  p99 {p99}")
         if live["shadow"]["compared_rows"]:
-            click.echo(f"  shadow: {live['shadow']['compared_rows']} rows compared, mean |diff| {live['shadow']['mean_abs_diff']:.5f}")
+            shadow = live["shadow"]
+            click.echo(f"  shadow: {shadow['compared_rows']} rows compared, mean |diff| {shadow['mean_abs_diff']:.5f}, "
+                       f"max |diff| {shadow['max_abs_diff']:.5f} (answers always come from the champion)")  # fmt: skip
     for event in state.history[-5:]:
         click.echo(f"  {event['at']} {event['event']} " + " ".join(f"{k}={v}" for k, v in event.items() if k not in ("at", "event")))
 

@@ -2,7 +2,9 @@
 natively, and export it to ONNX with the project's one graph contract.
 
 Graph contract (every family, every precision): one input `input` float32 [N, F] in schema order,
-one output `score` float32 [N] (probability of the positive class, or the regression value).
+one output `score` [N] (probability of the positive class, or the regression value): float32, or
+float64 where the family's own predictions are double sums that float32 would round (LightGBM
+regression; see fabric.families.trees.lightgbm_regression_onnx).
 """
 
 from __future__ import annotations

@@ -1,9 +1,13 @@
-"""Shaping converter output into the graph contract: input `input`, output `score` [N]."""
+"""Shaping converter output into the graph contract: input `input`, output `score` [N]; and a float64
+tree-ensemble graph for families whose native predictions are double sums."""
 
 from __future__ import annotations
 
 import onnx
-from onnx import TensorProto, helper
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+ML_OPSET_DOUBLE_TREES = 5  # ai.onnx.ml TreeEnsemble: float64 thresholds, leaves and output
 
 
 def finalize(model: onnx.ModelProto, source_output: str, column: int | None) -> bytes:
@@ -37,3 +41,52 @@ def _prune_unused(graph: onnx.GraphProto) -> None:
             needed.update(node.input)
     del graph.node[:]
     graph.node.extend(reversed(keep))
+
+
+def double_tree_graph(
+    n_features: int,
+    roots: list[int],
+    features: list[int],
+    splits: list[float],
+    missing_true: list[int],
+    true_branch: tuple[list[int], list[int]],
+    false_branch: tuple[list[int], list[int]],
+    leaves: list[float],
+    constant: float = 0.0,
+) -> bytes:
+    """`score` float64 [N] = constant + the sum over trees of one TreeEnsemble (ai.onnx.ml opset 5), every
+    split `x <= threshold` in float64 on the float32 input cast to float64.
+
+    Node arrays describe split nodes only; a branch points at a node, or at a leaf where its leaf flag
+    is 1; `missing_true` sends a NaN down the true (`<=`) branch."""
+    ensemble = helper.make_node(
+        "TreeEnsemble", ["input_double"], ["tree_sum"], domain="ai.onnx.ml",
+        n_targets=1, aggregate_function=1, post_transform=0, tree_roots=roots,
+        nodes_featureids=features,
+        nodes_splits=numpy_helper.from_array(np.asarray(splits, dtype=np.float64)),
+        nodes_modes=numpy_helper.from_array(np.zeros(len(features), dtype=np.uint8)),  # 0: BRANCH_LEQ
+        nodes_missing_value_tracks_true=missing_true,
+        nodes_truenodeids=true_branch[0], nodes_trueleafs=true_branch[1],
+        nodes_falsenodeids=false_branch[0], nodes_falseleafs=false_branch[1],
+        leaf_targetids=[0] * len(leaves),
+        leaf_weights=numpy_helper.from_array(np.asarray(leaves, dtype=np.float64)),
+    )  # fmt: skip
+    nodes = [
+        helper.make_node("Cast", ["input"], ["input_double"], to=TensorProto.DOUBLE),
+        ensemble,
+        helper.make_node("Reshape", ["tree_sum", "score_shape"], ["score_sum"]),
+        helper.make_node("Add", ["score_sum", "score_constant"], ["score"]),
+    ]
+    initializers = [
+        numpy_helper.from_array(np.array([-1], dtype=np.int64), "score_shape"),
+        numpy_helper.from_array(np.array(constant, dtype=np.float64), "score_constant"),
+    ]
+    graph = helper.make_graph(
+        nodes, "trees_float64", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", n_features])],
+        [helper.make_tensor_value_info("score", TensorProto.DOUBLE, ["N"])], initializers,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15),
+                                                    helper.make_opsetid("ai.onnx.ml", ML_OPSET_DOUBLE_TREES)])  # fmt: skip
+    model.ir_version = 10  # the IR of ONNX 1.16, where TreeEnsemble appeared; read by ONNX Runtime >= 1.20
+    onnx.checker.check_model(model)
+    return model.SerializeToString()

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from fabric.families.base import FitData, ModelFamily, Reporter
-from fabric.families.onnx_graph import finalize
+from fabric.families.onnx_graph import double_tree_graph, finalize
 
 MAX_ROUNDS = 1000
 EARLY_STOPPING = 30
@@ -89,6 +89,65 @@ def float32_thresholds(model_text: str) -> str:
     return "\n".join(lines)
 
 
+def lightgbm_regression_onnx(model: Any, n_features: int) -> bytes | None:
+    """A LightGBM regressor as one float64 ai.onnx.ml-5 TreeEnsemble: `score` float64 [N].
+
+    onnxmltools' TreeEnsembleRegressor keeps leaf weights as float32 attributes and ONNX Runtime sums
+    its trees in float32, several float32 steps off LightGBM's double sums (2e-4 at targets near 300).
+    TreeEnsemble (ai.onnx.ml opset 5) takes float64 thresholds and leaves and answers float64; the
+    float32 input is cast to float64, which is what LightGBM does with it, so the graph reproduces
+    LightGBM's predictions to the last bits (same splits, same double sums). Missing values follow
+    LightGBM: with missing_type NaN a NaN goes the split's default side; with None it is taken as 0.
+    None when the model uses anything else (categorical splits, zero-as-missing, averaged outputs):
+    the caller then uses the float32 converter.
+    """
+    dump = model.dump_model(num_iteration=model.best_iteration or None)
+    if dump.get("average_output") or dump.get("num_class", 1) != 1:
+        return None
+    features: list[int] = []
+    splits: list[float] = []
+    missing_true: list[int] = []
+    true_ids: list[int] = []
+    true_leaf: list[int] = []
+    false_ids: list[int] = []
+    false_leaf: list[int] = []
+    leaves: list[float] = []
+    roots: list[int] = []
+    constant = 0.0
+
+    def child(tree: dict[str, Any]) -> tuple[int, int]:
+        if "leaf_value" in tree:
+            leaves.append(float(tree["leaf_value"]))
+            return len(leaves) - 1, 1
+        return node(tree), 0
+
+    def node(tree: dict[str, Any]) -> int:
+        if tree.get("decision_type") != "<=" or tree.get("missing_type") not in ("None", "NaN"):
+            raise ValueError(f"split {tree.get('decision_type')} with missing_type {tree.get('missing_type')}")
+        index, threshold = len(features), float(tree["threshold"])
+        features.append(int(tree["split_feature"]))
+        splits.append(threshold)
+        missing_true.append(int(tree["default_left"]) if tree["missing_type"] == "NaN" else int(0.0 <= threshold))
+        for reserved in (true_ids, true_leaf, false_ids, false_leaf):  # filled once the children have indices
+            reserved.append(0)
+        true_ids[index], true_leaf[index] = child(tree["left_child"])
+        false_ids[index], false_leaf[index] = child(tree["right_child"])
+        return index
+
+    try:
+        for tree in dump["tree_info"]:
+            if "leaf_value" in tree["tree_structure"]:  # a tree without a split adds a constant
+                constant += float(tree["tree_structure"]["leaf_value"])
+            else:
+                roots.append(node(tree["tree_structure"]))
+    except ValueError:
+        return None
+    if not roots:
+        return None
+    return double_tree_graph(n_features, roots, features, splits, missing_true, (true_ids, true_leaf),
+                             (false_ids, false_leaf), leaves, constant)  # fmt: skip
+
+
 class LightGBMFamily(ModelFamily):
     name = "lightgbm"
 
@@ -165,10 +224,13 @@ class LightGBMFamily(ModelFamily):
         import onnxmltools
         from onnxmltools.convert.common.data_types import FloatTensorType
 
+        binary = model.params.get("objective") == "binary"
+        exact = None if binary else lightgbm_regression_onnx(model, n_features)
+        if exact is not None:
+            return exact
         text = model.model_to_string(num_iteration=model.best_iteration or None)
         model = model.__copy__()
         model.model_from_string(float32_thresholds(text))
-        binary = model.params.get("objective") == "binary"
         proto = onnxmltools.convert_lightgbm(
             model, initial_types=[("input", FloatTensorType([None, n_features]))], zipmap=False
         )

@@ -17,9 +17,10 @@ holds the old model finishes on it, and loading happens in a thread so traffic n
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import os
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,8 @@ class ModelServer:
         self.capture = capture
         self.max_body_bytes = max_body_bytes
         self._counter = 0
+        # generated request ids: a random per-process prefix and a counter (uuid4 cost 5-7 us a request)
+        self._id_prefix, self._ids = os.urandom(8).hex(), itertools.count(1)
         self._flusher: asyncio.Task | None = None
 
     # -- ASGI ---------------------------------------------------------------------------------
@@ -104,7 +107,7 @@ class ModelServer:
             self._counter += 1
             if self._counter % 100 < self.canary_percent:
                 slot, model = "canary", canary
-        request_id = headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1") or f"{self._id_prefix}{next(self._ids):016x}"
         try:
             X, records = model.decode(body, headers.get(b"content-type", b"").decode("latin-1"))
         except BadRequest:  # the caller's fault: counted as a request and a bad request, not a model error
@@ -170,6 +173,7 @@ class ModelServer:
                 "max_abs_diff": self.metrics.shadow_abs_diff_max if compared else None,
             },
             "captured": self.capture.written if self.capture else 0,
+            "capture_rate": self.capture.rate if self.capture else 0.0,
         }
 
     async def _admin(self, scope: dict[str, Any], receive: Any, send: Any) -> None:

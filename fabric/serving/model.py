@@ -131,6 +131,14 @@ class LoadedModel:
             raise BadRequest(f"records[{i}] has unknown feature {extra[0]!r}; the model takes: {', '.join(self.schema.names)}", 422)
         for j, (name, kind, nullable) in enumerate(self._kinds):
             value = record[name]
+            # fast paths for the common, valid values; everything else takes the checks below
+            kind_of_value = type(value)
+            if kind == "numeric" and (kind_of_value is float or kind_of_value is int) and -FLOAT32_MAX <= value <= FLOAT32_MAX:
+                out[j] = value  # NaN and infinities fail the range test and are handled below
+                continue
+            if kind_of_value is str and kind == "categorical":
+                out[j] = self._index[name].get(value, UNSEEN)
+                continue
             if value is None:
                 if not nullable:
                     raise BadRequest(f"records[{i}].{name} is null; this feature needs a value", 422)
