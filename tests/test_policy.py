@@ -428,3 +428,19 @@ def test_an_approval_in_the_target_stack_reaches_the_committed_evidence(project:
     assert [a["by"] for a in record["lineage"]["approvals"]] == ["alice", "bob", "carol"]
     assert record["address"] == "fraud:1" and record["promotion"]["from"] == "staging/fraud:1"
     assert _check(home) == {**_check(tmp_path / "empty"), "evidence": {"fraud": "registry"}}
+
+
+def test_a_gpu_pool_that_may_serve_is_flagged_on_spot() -> None:
+    plan = plan_stack("onprem", ROOT)
+    resources = [Resource(r.type, r.name, r.id, r.inputs) for r in plan.resources]
+    (gpu,) = [r for r in resources if r.type == "aws:eks/nodeGroup:NodeGroup" and r.name == "gpu-train"]
+    assert gpu.inputs["capacityType"] == "SPOT"  # the training pool: spot is the cheap, resumable default
+    assert evaluate(PolicyInput("onprem", plan.settings, resources, {}), only=["FAB011"]) == []
+    endpoints = {k: e.model_copy(update={"gpu": True}) for k, e in plan.settings.endpoints.items()}
+    serving_on_gpu = plan.settings.model_copy(update={"endpoints": endpoints})
+    found = evaluate(PolicyInput("onprem", serving_on_gpu, resources, {}), only=["FAB011"])
+    assert [(v.rule, v.subject) for v in found] == [("FAB011", "gpu-train")]
+    assert "an endpoint sets gpu: true" in found[0].message and "ON_DEMAND" in found[0].message
+    other = [Resource(r.type, r.name, r.id, {**r.inputs, "nodeGroupName": "infer-gpu"}) if r is gpu else r for r in resources]
+    found = evaluate(PolicyInput("onprem", plan.settings, other, {}), only=["FAB011"])
+    assert [v.subject for v in found] == ["gpu-train"] and "not the training pool (train)" in found[0].message

@@ -241,11 +241,21 @@ def required_tags(data: PolicyInput) -> list[tuple[str, str]]:
 def serving_on_demand(data: PolicyInput) -> list[tuple[str, str]]:
     if data.settings.policy.enforcement != "mandatory":
         return []  # spot serving is a fair trade in dev
-    return [
-        (group.name, "a serving (CPU) pool runs on SPOT capacity; reclaimed nodes drop live traffic: use ON_DEMAND")
-        for group in data.of_type("aws:eks/nodeGroup:NodeGroup")
-        if not _is_gpu(group) and group.inputs.get("capacityType") == "SPOT"
-    ]
+    settings = data.settings
+    gpu_serving = any(e.gpu for e in settings.endpoints.values())
+    train_pool = settings.kubernetes.train_pool if settings.kubernetes and settings.kubernetes.train_pool else None
+    if train_pool is None and settings.gpu_pools:
+        train_pool = settings.gpu_pools[0].name
+    out = []
+    for group in data.of_type("aws:eks/nodeGroup:NodeGroup"):
+        if group.inputs.get("capacityType") != "SPOT":
+            continue
+        if not _is_gpu(group):
+            out.append((group.name, "a serving (CPU) pool runs on SPOT capacity; reclaimed nodes drop live traffic: use ON_DEMAND"))
+        elif gpu_serving or group.inputs.get("nodeGroupName") != f"{train_pool}-gpu":
+            why = "an endpoint sets gpu: true" if gpu_serving else f"it is not the training pool ({train_pool})"
+            out.append((group.name, f"a GPU pool that may serve ({why}) runs on SPOT capacity; set its capacityType: ON_DEMAND"))
+    return out
 
 
 @rule("FAB012", "GPU training pools scale to zero when idle")
