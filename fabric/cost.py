@@ -19,7 +19,7 @@ import yaml
 
 from fabric.errors import FabricError
 from fabric.registry import now
-from fabric.spec import NodePool, PipelineSpec, StackSettings
+from fabric.spec import PipelineSpec, StackSettings
 
 TABLE = Path(__file__).with_name("prices.yaml")
 
@@ -35,11 +35,6 @@ def price_table(settings: StackSettings) -> tuple[str, dict[str, Price]]:
     prices = {k: Price(v["onDemand"], v.get("spot")) for k, v in raw["prices"].items()}
     prices.update({k: Price(v.on_demand, v.spot) for k, v in settings.prices.items()})
     return str(raw["as_of"]), prices
-
-
-def training_pool(settings: StackSettings, spec: PipelineSpec) -> NodePool | None:
-    pools = settings.gpu_pools if spec.train.accelerator == "gpu" else (settings.cpu_pools or settings.gpu_pools)
-    return pools[0] if pools else None
 
 
 @dataclass(frozen=True)
@@ -63,9 +58,7 @@ class LedgerEntry:
 
 def estimate(settings: StackSettings, spec: PipelineSpec, seconds: float) -> dict[str, Any]:
     as_of, prices = price_table(settings)
-    pool = training_pool(settings, spec)
-    instance = pool.instance_types[0] if pool else "local"
-    capacity = pool.capacity_type if pool else "ON_DEMAND"
+    instance, capacity = settings.training_capacity(spec.train.accelerator)
     if instance not in prices:
         raise FabricError(
             f"no price for {instance} in fabric/prices.yaml; add fabric:prices.{instance}: {{onDemand: <USD/h>, spot: <USD/h>}} "

@@ -442,6 +442,9 @@ class PriceSettings(_Camel):
     spot: float | None = Field(None, ge=0)
 
 
+SAGEMAKER_CPU_TRAINING = "ml.m5.xlarge"  # what a CPU training job runs on
+
+
 class StackSettings(_Camel):
     """One environment. Keys are the `fabric:` config keys without the prefix (camelCase in YAML)."""
 
@@ -468,6 +471,18 @@ class StackSettings(_Camel):
     spot_training: bool = Field(
         True, description="SageMaker training jobs use managed spot capacity with S3 checkpoints (off: on-demand)"
     )
+
+    def training_capacity(self, accelerator: str) -> tuple[str, str]:
+        """(instance type, capacity type) a training run of the stack uses: on SageMaker a GPU pool's
+        instance or SAGEMAKER_CPU_TRAINING, on managed spot while spotTraining is on; elsewhere the
+        first pool of the kind the spec asks for, with that pool's capacity type."""
+        if self.platform == "sagemaker":
+            pool = self.gpu_pools[0] if accelerator == "gpu" and self.gpu_pools else None
+            instance = pool.instance_types[0] if pool else SAGEMAKER_CPU_TRAINING
+            spot = self.spot_training and (pool is None or pool.capacity_type == "SPOT")
+            return (instance if instance.startswith("ml.") else f"ml.{instance}"), ("SPOT" if spot else "ON_DEMAND")
+        pools = self.gpu_pools if accelerator == "gpu" else (self.cpu_pools or self.gpu_pools)
+        return (pools[0].instance_types[0], pools[0].capacity_type) if pools else ("local", "ON_DEMAND")
 
     @model_validator(mode="before")
     @classmethod

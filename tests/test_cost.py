@@ -77,3 +77,22 @@ def test_training_pools_use_spot_and_serving_on_demand() -> None:
     capacity = {g.inputs["nodeGroupName"]: g.inputs["capacityType"] for g in groups}
     assert capacity == {"train-gpu": "SPOT", "system-cpu": "ON_DEMAND", "serving-cpu": "ON_DEMAND"}
     assert all(g.inputs["scalingConfig"]["minSize"] == 0 for g in groups if g.inputs["nodeGroupName"] == "train-gpu")
+
+
+def test_runs_are_priced_on_the_capacity_the_stack_trains_on(tmp_path: Path) -> None:
+    from fabric.backends.sagemaker.pipeline import definition
+    from fabric.cost import estimate
+    from fabric.spec import load_pipeline, load_stack
+
+    cpu = load_pipeline(write_spec(tmp_path))
+    staging = load_stack("staging", ROOT)
+    job = {s["Name"]: s["Arguments"] for s in definition(cpu, staging, "img", "role")["Steps"]}["Train"]
+    priced = estimate(staging, cpu, 3600)
+    # the ledger prices what the pipeline's job asks for: a CPU instance on managed spot
+    assert (priced["instance_type"], priced["capacity_type"]) == (job["ResourceConfig"]["InstanceType"], "SPOT") == ("ml.m5.xlarge", "SPOT")
+    assert job["EnableManagedSpotTraining"] is True
+    assert priced["usd"] < priced["usd_on_demand"]
+    on_demand = staging.model_copy(update={"spot_training": False})
+    assert estimate(on_demand, cpu, 3600)["capacity_type"] == "ON_DEMAND"
+    gpu = cpu.model_copy(update={"train": cpu.train.model_copy(update={"accelerator": "gpu"})})
+    assert estimate(staging, gpu, 3600)["instance_type"] == "ml.g5.xlarge"

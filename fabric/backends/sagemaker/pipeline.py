@@ -20,16 +20,15 @@ MAX_WAIT_FACTOR = 3  # spot: wait up to 3x the run time for capacity before fail
 
 
 def _job(stage: str, settings: StackSettings, spec: PipelineSpec, image: str, role: str, runtime_s: int) -> dict[str, Any]:
-    pool = settings.gpu_pools[0] if (spec.train.accelerator == "gpu" and settings.gpu_pools) else None
-    instance = pool.instance_types[0] if pool else "ml.m5.xlarge"
-    spot = settings.spot_training and (pool is None or pool.capacity_type == "SPOT")
+    instance, capacity = settings.training_capacity(spec.train.accelerator)
+    spot = capacity == "SPOT"
     bucket = names.bucket(settings.env)
     args: dict[str, Any] = {
         "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File",
                                    "ContainerEntrypoint": ["python", "-m", "fabric.backends.sagemaker.entrypoint", stage]},
         "RoleArn": role,
         "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/{names.pipeline_prefix(spec.name, stage)}"},
-        "ResourceConfig": {"InstanceCount": 1, "InstanceType": instance if instance.startswith("ml.") else f"ml.{instance}",
+        "ResourceConfig": {"InstanceCount": 1, "InstanceType": instance,
                            "VolumeSizeInGB": 50},
         "StoppingCondition": {"MaxRuntimeInSeconds": runtime_s},
         "HyperParameters": {"spec": spec.model_dump_json(), "stack": settings.env},
