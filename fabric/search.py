@@ -3,7 +3,7 @@
 - The wall-clock budget is honoured end to end, from the call to its return: `study.optimize(
   timeout=...)` only stops *starting* trials, so every fit also checks the deadline each round or
   batch and is cut when it passes, and stops early enough to leave time for what a finished fit still
-  needs (validation score, ONNX export, latency measurement; learned per family as the search goes:
+  needs (validation score, ONNX export, latency measurement; learned per family from finished fits:
   exporting a thousand trees takes seconds).
 - The latency budget is enforced during search: a candidate is exported to ONNX and timed as it
   will be served (single row, ONNX Runtime, one thread) at its first checkpoints and at the end; one
@@ -45,6 +45,7 @@ MIN_TRIALS_TO_PRUNE = 3
 LATENCY_SAFE_SHARE = 0.5  # extrapolated p99 below this share of the budget: stop checking
 WARMUP_STEPS = {"lightgbm": 50, "xgboost": 50, "mlp": 3}  # early curves of low learning rates look weak
 MIN_SAVING_SHARE = 0.01  # stop a trial early only if its projected rest costs this share of the budget
+RESERVE_SHARE = 0.05  # at most this share of the budget is kept free for a finished fit's export and timing
 LEDGER_ATTR = "fabric_search"  # study user attribute: the budget ledger of the search under way
 LEDGER_EVERY_S = 1.0  # while a trial runs; a kill loses at most this much of the ledger
 INTERRUPTED = "interrupted"  # reason of a trial left RUNNING by a killed run
@@ -234,22 +235,22 @@ class _Ledger:
 
 class PostFitCost:
     """Seconds a fit still needs once it stops (validation score, ONNX export, latency measurement),
-    learned per family from this run's trials and intermediate exports, so that a fit stops in time
-    for them before the deadline. Modelled as a fixed part (the cheapest seen) plus a part growing
-    with the steps fitted at the steepest rate seen (exporting a thousand deep trees takes seconds)."""
+    learned per family from this run's finished fits, so that a fit stops in time for them before
+    the deadline. A tree family's grows with the rounds fitted (exporting a thousand deep trees takes
+    seconds), an MLP's does not. The reserve is capped at RESERVE_SHARE of the budget: a high guess
+    only cuts the last trials a little early, and the budget has 10% of slack for a low one."""
 
-    def __init__(self) -> None:
-        self.seen: dict[str, list[tuple[int, float]]] = {}
+    def __init__(self, budget_s: float | None) -> None:
+        self.cap_s = math.inf if budget_s is None else RESERVE_SHARE * budget_s
+        self.rate: dict[str, float] = {}  # seconds per step (trees) or seconds (MLP), the costliest seen
 
     def observe(self, family: str, step: int, seconds: float) -> None:
-        self.seen.setdefault(family, []).append((max(step, 1), seconds))
+        rate = seconds if family == "mlp" else seconds / max(step, 1)
+        self.rate[family] = max(self.rate.get(family, 0.0), rate)
 
     def estimate(self, family: str, step: int) -> float:
-        seen = self.seen.get(family)
-        if not seen:
-            return 0.0
-        fixed = min(seconds for _, seconds in seen)
-        return fixed + max((seconds - fixed) / at for at, seconds in seen) * max(step, 1)
+        rate = self.rate.get(family, 0.0)
+        return min(self.cap_s, rate if family == "mlp" else rate * max(step, 1))
 
 
 def _summary(trial: Any, multi: bool) -> TrialSummary:
@@ -329,8 +330,9 @@ def run_search(
     budget_ms = spec.latency_budget.p99_ms
     for family_name in spec.search.families:  # inside the budget: it is part of the search's cost
         get_family(family_name).warm_up()
+    import onnxruntime  # noqa: F401 - every trial is timed with it; its import is no trial's cost
     deadline = start + allowance if (allowance is not None and options.cut_trials) else None
-    post_fit = PostFitCost()
+    post_fit = PostFitCost(allowance)
     # No trial ends before its first report (early stopping needs more rounds or epochs than that):
     # with less time left than the quickest first report of this run, a new trial could only be cut.
     first_report_s: list[float] = []
@@ -363,9 +365,7 @@ def run_search(
             checkpoint = step in LATENCY_CHECK_STEPS or (family_name == "mlp" and step == 1)
             worth = worth_stopping_early(time.monotonic() - fit_start, step, final_step, budget)
             if options.latency_aware and checkpoint and not latency_safe and worth:
-                check_start = time.monotonic()
                 p99 = measure(export(), sample_rows, runs=options.latency_runs).p99_ms
-                post_fit.observe(family_name, step, time.monotonic() - check_start)
                 if p99 > budget_ms:
                     raise _Pruned("latency", f"p99 {p99:.3f} ms > budget {budget_ms} ms at step {step}")
                 # Tree latency grows about linearly with rounds and an MLP's not at all: once the
@@ -418,7 +418,8 @@ def run_search(
             catch=(ValueError, ArithmeticError, RuntimeError),
             gc_after_trial=False,
         )
-    trials = [_summary(t, multi) for t in study.get_trials(deepcopy=False)]
+    # finished ones only: an enqueued trial the budget left waiting did not run (the next search runs it)
+    trials = [_summary(t, multi) for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
     this_search = [t for t in trials if t.number >= ledger.first_trial]
     ledger.write(open_=False)  # ended: the next run starts a new search in the same study
     eligible = [

@@ -242,13 +242,14 @@ def test_the_fast_validation_metrics_equal_scikit_learns() -> None:
 def test_the_time_a_finished_fit_still_needs_is_learned_per_family_and_grows_with_tree_rounds() -> None:
     from fabric.search import PostFitCost
 
-    cost = PostFitCost()
+    cost = PostFitCost(budget_s=60)
     assert cost.estimate("lightgbm", 500) == 0.0  # nothing seen yet: nothing reserved
-    cost.observe("lightgbm", 10, 0.2)  # an early latency check: mostly the fixed part
-    cost.observe("lightgbm", 110, 1.2)  # a finished fit of 110 rounds: export grows with the trees
-    assert cost.estimate("lightgbm", 110) == pytest.approx(1.2)
-    assert cost.estimate("lightgbm", 1000) == pytest.approx(0.2 + 1.0 / 110 * 1000)
+    cost.observe("lightgbm", 100, 0.5)
+    cost.observe("lightgbm", 200, 0.6)  # the costliest rate per round is kept
+    assert cost.estimate("lightgbm", 300) == pytest.approx(1.5)
+    assert cost.estimate("lightgbm", 1000) == pytest.approx(3.0)  # capped at 5% of the budget
     assert cost.estimate("xgboost", 1000) == 0.0  # learned per family
-    cost.observe("mlp", 1, 0.5)
     cost.observe("mlp", 30, 0.5)  # an MLP's export does not grow with epochs
     assert cost.estimate("mlp", 40) == pytest.approx(0.5)
+    assert PostFitCost(budget_s=None).estimate("mlp", 1) == 0.0
+
