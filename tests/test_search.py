@@ -131,6 +131,7 @@ def test_a_killed_fabric_run_resumes_its_search_with_the_rest_of_the_budget(tmp_
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
+        log.close()
     assert first.returncode == -signal.SIGKILL
     killed = ledger()
     before = dict(query("SELECT number, state FROM trials"))
