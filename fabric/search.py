@@ -1,7 +1,10 @@
 """Latency-aware hyperparameter search with Optuna.
 
-- The wall-clock budget is honoured: `study.optimize(timeout=...)` only stops *starting* trials, so
-  every fit also checks the deadline each few rounds/batches and is cut when it passes.
+- The wall-clock budget is honoured end to end, from the opened study to the return (warm-up, trials,
+  summary): `study.optimize(timeout=...)` only stops *starting* trials, so every fit also checks the
+  deadline each round or batch and is cut when it passes, and stops early enough to leave time for
+  what a finished fit still needs (validation score, ONNX export, latency measurement; learned per
+  family from finished fits: exporting a thousand trees takes seconds).
 - The latency budget is enforced during search: a candidate is exported to ONNX and timed as it
   will be served (single row, ONNX Runtime, one thread) at its first checkpoints and at the end; one
   over budget is pruned and counted as such (more trees or epochs never make it faster).
@@ -14,7 +17,11 @@
   of a second, early stopping already ends it, and pruning saved under 20% of it while throwing away
   the finished candidate; the final latency measurement still rejects any model over budget.
 - The study lives in SQLite (or any Optuna storage URL, e.g. PostgreSQL) under a deterministic
-  name, so an interrupted search resumes where it stopped.
+  name and is the search's checkpoint: a run that was killed is resumed by the next run of the same
+  spec on the same data. The study keeps a ledger (a user attribute) of the seconds and trials the
+  search has spent, rewritten after every trial and every LEDGER_EVERY_S during one, so the resumed
+  run keeps the earlier trials and spends only what is left of the budget. A search that ended is
+  closed in the ledger; the next run starts a new search (new budget) that extends the same study.
 """
 
 from __future__ import annotations
@@ -38,6 +45,10 @@ MIN_TRIALS_TO_PRUNE = 3
 LATENCY_SAFE_SHARE = 0.5  # extrapolated p99 below this share of the budget: stop checking
 WARMUP_STEPS = {"lightgbm": 50, "xgboost": 50, "mlp": 3}  # early curves of low learning rates look weak
 MIN_SAVING_SHARE = 0.01  # stop a trial early only if its projected rest costs this share of the budget
+RESERVE_SHARE = 0.05  # at most this share of the budget is kept free for a finished fit's export and timing
+LEDGER_ATTR = "fabric_search"  # study user attribute: the budget ledger of the search under way
+LEDGER_EVERY_S = 1.0  # while a trial runs; a kill loses at most this much of the ledger
+INTERRUPTED = "interrupted"  # reason of a trial left RUNNING by a killed run
 
 
 @dataclass(frozen=True)
@@ -49,7 +60,8 @@ class SearchOptions:
     cut_trials: bool = True
     tuned_sampler: bool = True  # False: TPESampler with Optuna's default settings
     latency_runs: int = 300
-    # False for workers sharing a study: another worker's RUNNING trial is live, not stale
+    # False for workers sharing a study: another worker's RUNNING trial is live, not stale, and the
+    # budget is the run's shared deadline, not a ledger in the study (there is no single search to resume)
     fail_stale: bool = True
 
 
@@ -62,7 +74,7 @@ class TrialSummary:
     value: float | None
     p99_ms: float | None
     duration_s: float
-    reason: str = ""  # for pruned trials: metric | latency | deadline
+    reason: str = ""  # pruned: metric | latency | deadline; failed: interrupted (its run was killed)
 
 
 @dataclass
@@ -73,7 +85,8 @@ class SearchResult:
     wall_s: float
     best: TrialSummary
     pareto: list[TrialSummary]
-    trials: list[TrialSummary] = field(default_factory=list)
+    trials: list[TrialSummary] = field(default_factory=list)  # this search's, also those of a killed run it resumed
+    spent_before_s: float = 0.0  # seconds of the budget that killed runs of this search spent before this one
 
     def counts(self) -> dict[str, int]:
         out = {"complete": 0, "pruned_metric": 0, "pruned_latency": 0, "cut_deadline": 0, "failed": 0}
@@ -96,6 +109,7 @@ class SearchResult:
             "storage": self.storage,
             "budget_s": self.budget_s,
             "wall_s": round(self.wall_s, 2),
+            "spent_before_s": round(self.spent_before_s, 2),
             "counts": self.counts(),
             "best": asdict(self.best),
             "pareto": [asdict(t) for t in self.pareto],
@@ -174,7 +188,69 @@ def _fail_stale(study: Any) -> None:
     from optuna.trial import TrialState
 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(trial._trial_id, "pruned_reason", INTERRUPTED)
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+
+
+def _next_trial(study: Any) -> int:
+    """The number of the trial the search will run first: an enqueued one, else the next one."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    return min([t.number for t in trials if t.state == TrialState.WAITING], default=len(trials))
+
+
+class _Ledger:
+    """What this search has spent, kept in the study so that a killed run can be resumed: the budget,
+    the trial limit, the first trial number, the seconds spent by earlier (killed) runs and this one,
+    and whether the search ended. Only a run that owns its study keeps one (see SearchOptions)."""
+
+    def __init__(self, study: Any, keep: bool, budget: float | None, trials: int | None, start: float) -> None:
+        self.study, self.keep, self.start = study, keep, start
+        earlier = study.user_attrs.get(LEDGER_ATTR) if keep else None
+        self.resumed = bool(earlier and earlier.get("open"))
+        self.spent_before = float(earlier["spent_s"]) if self.resumed else 0.0
+        self.first_trial = int(earlier["first_trial"]) if self.resumed else _next_trial(study)
+        self.budget, self.trials = budget, trials
+        self.written = -math.inf
+
+    def spent(self) -> float:
+        return self.spent_before + time.monotonic() - self.start
+
+    def allowance(self) -> float | None:
+        """Seconds this run may spend, counted from its start."""
+        return None if self.budget is None else max(0.0, self.budget - self.spent_before)
+
+    def trials_left(self, done: int) -> int | None:
+        return None if self.trials is None else max(0, self.trials - done)
+
+    def write(self, open_: bool = True, every_s: float = 0.0) -> None:
+        if not self.keep or time.monotonic() - self.written < every_s:
+            return
+        self.study.set_user_attr(LEDGER_ATTR, {"budget_s": self.budget, "trials": self.trials,
+                                               "first_trial": self.first_trial, "spent_s": round(self.spent(), 3),
+                                               "open": open_})  # fmt: skip
+        self.written = time.monotonic()
+
+
+class PostFitCost:
+    """Seconds a fit still needs once it stops (validation score, ONNX export, latency measurement),
+    learned per family from this run's finished fits, so that a fit stops in time for them before
+    the deadline. A tree family's grows with the rounds fitted (exporting a thousand deep trees takes
+    seconds), an MLP's does not. The reserve is capped at RESERVE_SHARE of the budget: a high guess
+    only cuts the last trials a little early, and the budget has 10% of slack for a low one."""
+
+    def __init__(self, budget_s: float | None) -> None:
+        self.cap_s = math.inf if budget_s is None else RESERVE_SHARE * budget_s
+        self.rate: dict[str, float] = {}  # seconds per step (trees) or seconds (MLP), the costliest seen
+
+    def observe(self, family: str, step: int, seconds: float) -> None:
+        rate = seconds if family == "mlp" else seconds / max(step, 1)
+        self.rate[family] = max(self.rate.get(family, 0.0), rate)
+
+    def estimate(self, family: str, step: int) -> float:
+        rate = self.rate.get(family, 0.0)
+        return min(self.cap_s, rate if family == "mlp" else rate * max(step, 1))
 
 
 def _summary(trial: Any, multi: bool) -> TrialSummary:
@@ -209,7 +285,9 @@ def run_search(
     options: SearchOptions = SearchOptions(),
     on_trial: Callable[[TrialSummary, float], None] | None = None,
 ) -> SearchResult:
-    """Search the spec's families within its budget; return the best trial within the latency budget."""
+    """Search the spec's families within its budget; return the best trial within the latency budget.
+    Resumes the search a killed run left (see the module docstring). `on_trial(summary, seconds)`:
+    after each trial, with the seconds of the budget spent so far."""
     import warnings
 
     import optuna
@@ -239,16 +317,37 @@ def run_search(
         raise FabricError(f"search.storage={storage}: cannot open study {name!r} ({exc})") from None
     if options.fail_stale:
         _fail_stale(study)
+    # The budget counts from here to the return: warm-up (the families' imports), every trial with its
+    # export and latency check, and the summary. Opening the study (Optuna's import, creating its
+    # tables) is storage, not search, and comes before.
+    start = time.monotonic()
+    ledger = _Ledger(study, options.fail_stale, budget, spec.search.trials, start)
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.number >= ledger.first_trial and t.state.is_finished() and t.user_attrs.get("pruned_reason") != INTERRUPTED
+    ]
+    trials_left, allowance = ledger.trials_left(len(done)), ledger.allowance()
+    ledger.write()  # from here on, a killed run is resumed by the next one
     pruner = FamilyMedianPruner(study, spec.higher_is_better)
     budget_ms = spec.latency_budget.p99_ms
-    start = time.monotonic()
     for family_name in spec.search.families:  # inside the budget: it is part of the search's cost
         get_family(family_name).warm_up()
-    deadline = start + budget if (budget is not None and options.cut_trials) else None
+    import onnxruntime  # noqa: F401 - every trial is timed with it; its import is no trial's cost
+    deadline = start + allowance if (allowance is not None and options.cut_trials) else None
+    post_fit = PostFitCost(allowance)
+    # No trial ends before its first report (early stopping needs more rounds or epochs than that):
+    # with less time left than the quickest first report of this run, a new trial could only be cut.
+    first_report_s: list[float] = []
     data = fit_data(dataset, spec, deadline)
     sample_rows = dataset.validation.X[:256]
 
+    def cut_unless_time_left(family_name: str, step: int, when: str) -> None:
+        if deadline is not None and time.monotonic() + post_fit.estimate(family_name, step) > deadline:
+            raise _Pruned("deadline", f"cut {when}: no time left to export and time it before the search deadline")
+
     def objective(trial: Any) -> Any:
+        trial_start = time.monotonic()
         family_name = trial.suggest_categorical("family", list(spec.search.families))
         family = get_family(family_name)
         params = family.suggest(trial)
@@ -262,6 +361,10 @@ def run_search(
         def report(step: int, value: float, export: Callable[[], bytes]) -> None:
             nonlocal latency_safe
             curve.append((step, value))
+            if len(curve) == 1:
+                first_report_s.append(time.monotonic() - trial_start)
+            ledger.write(every_s=LEDGER_EVERY_S)
+            cut_unless_time_left(family_name, step, f"at step {step}")
             checkpoint = step in LATENCY_CHECK_STEPS or (family_name == "mlp" and step == 1)
             worth = worth_stopping_early(time.monotonic() - fit_start, step, final_step, budget)
             if options.latency_aware and checkpoint and not latency_safe and worth:
@@ -281,12 +384,16 @@ def run_search(
                 model = family.fit(params, data, report)
             except DeadlineReached:
                 raise _Pruned("deadline", "cut at the search deadline") from None
+            steps = curve[-1][0] if curve else final_step
+            cut_unless_time_left(family_name, steps, f"after {steps} steps")
             from fabric.families.trees import validation_metric
 
+            post_start = time.monotonic()
             value = validation_metric(spec.metric, dataset.validation.y, family.predict(model, dataset.validation.X))
             if not math.isfinite(value):
                 raise _Pruned("metric", f"non-finite validation {spec.metric}")
             p99 = measure(family.to_onnx(model, dataset.train.X.shape[1]), sample_rows, runs=options.latency_runs).p99_ms
+            post_fit.observe(family_name, steps, time.monotonic() - post_start)
             trial.set_user_attr("p99_ms", p99)
             if options.latency_aware and p99 > budget_ms:
                 raise _Pruned("latency", f"p99 {p99:.3f} ms > budget {budget_ms} ms")
@@ -299,28 +406,32 @@ def run_search(
         return (value, p99) if multi else value
 
     def callback(study: Any, trial: Any) -> None:
+        ledger.write()
         if on_trial is not None:
-            on_trial(_summary(trial, multi), time.monotonic() - start)
+            on_trial(_summary(trial, multi), ledger.spent())
+        if deadline is not None and first_report_s and deadline - time.monotonic() < min(first_report_s):
+            study.stop()
 
-    before = {t.number for t in study.get_trials(deepcopy=False)}
-    study.optimize(
-        objective,
-        n_trials=spec.search.trials,
-        timeout=None if budget is None else max(0.0, budget - (time.monotonic() - start)),
-        callbacks=[callback],
-        catch=(ValueError, ArithmeticError, RuntimeError),
-        gc_after_trial=False,
-    )
-    wall = time.monotonic() - start
-    trials = [_summary(t, multi) for t in study.get_trials(deepcopy=False)]
-    this_run = [t for t in trials if t.number not in before]
+    if trials_left != 0 and allowance != 0:
+        study.optimize(
+            objective,
+            n_trials=trials_left,
+            timeout=None if allowance is None else max(0.0, start + allowance - time.monotonic()),
+            callbacks=[callback],
+            catch=(ValueError, ArithmeticError, RuntimeError),
+            gc_after_trial=False,
+        )
+    # finished ones only: an enqueued trial the budget left waiting did not run (the next search runs it)
+    trials = [_summary(t, multi) for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    this_search = [t for t in trials if t.number >= ledger.first_trial]
+    ledger.write(open_=False)  # ended: the next run starts a new search in the same study
     eligible = [
         t
         for t in trials
         if t.state == "complete" and (not options.latency_aware or t.p99_ms is None or t.p99_ms <= budget_ms)
     ]
     if not eligible:
-        counts = SearchResult(name, storage, budget, wall, trials[0], [], this_run).counts() if trials else {}
+        counts = SearchResult(name, storage, budget, 0.0, trials[0], [], this_search).counts() if trials else {}
         raise FabricError(
             f"search: no trial completed within search.budget_s={budget} and latency_budget.p99_ms={budget_ms} "
             f"({counts}); raise the budget, allow more latency, or use faster families"
@@ -331,7 +442,8 @@ def run_search(
     if multi:
         front = {t.number for t in study.best_trials}
         pareto = sorted((t for t in trials if t.number in front), key=lambda t: t.p99_ms or 0.0)
-    return SearchResult(name, storage, budget, wall, best, pareto, this_run)
+    wall = time.monotonic() - start
+    return SearchResult(name, storage, budget, wall, best, pareto, this_search, ledger.spent_before)
 
 
 def objective_names(spec: PipelineSpec) -> list[str]:

@@ -650,11 +650,18 @@ def available_stacks(root: Path | None = None) -> list[str]:
     return sorted(p.name[len("Pulumi.") : -len(".yaml")] for p in folder.glob("Pulumi.*.yaml"))
 
 
-def load_stack(env: str, root: Path | None = None) -> StackSettings:
+def existing_stack_file(env: str, root: Path | None = None, option: str = "--stack") -> Path:
+    """stacks/Pulumi.<env>.yaml, or the one-line error naming the file and the stacks there are
+    (`option`: the command-line option that named the stack, for the message)."""
     path = stack_file(env, root)
     if not path.is_file():
         stacks = available_stacks(root)
-        raise SpecError(f"--stack {env}: no {path}; use one of {stacks or 'the stacks in stacks/'}")
+        raise SpecError(f"{option} {env}: no {path}; use one of {stacks or 'the stacks in stacks/'}")
+    return path
+
+
+def load_stack(env: str, root: Path | None = None) -> StackSettings:
+    path = existing_stack_file(env, root)
     raw = _read_yaml(path) or {}
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: must be a mapping with a `config:` key")

@@ -155,7 +155,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"- Task: {card['task']}, metric: {card['metric']}, family: {card['family']}",
         f"- Data: {card['data']['source']} ({card['data']['rows']} rows, fingerprint `{card['data']['fingerprint']}`)",
         f"- Split: {card['data']['split_rows']}",
-        f"- Search: study `{search['study_name']}`, {search['counts']}, {search['wall_s']} s of {search['budget_s']} s",
+        f"- Search: study `{search['study_name']}`, {search['counts']}, {search['wall_s']} s of {search['budget_s']} s"
+        + (f" (+{search['spent_before_s']} s by an interrupted run it resumed)" if search.get("spent_before_s") else ""),
         "",
         "## Test metrics",
         "",

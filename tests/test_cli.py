@@ -85,3 +85,26 @@ def test_bad_input_exits_2_and_leaves_the_registry_unchanged(tmp_path: Path, hom
     _assert_user_error(fabric_cli("run", str(empty)), "the file is empty")
     registry = home / "dev" / "registry"
     assert not registry.exists() or Registry(registry).list() == []
+
+
+def test_every_command_refuses_an_unknown_stack_before_touching_state(tmp_path: Path, home: Path) -> None:
+    labels = tmp_path / "labels.csv"
+    labels.write_text("request_id,label\nr1,1\n")
+    spec = str(write_spec(tmp_path))
+    commands = [
+        ["run", spec], ["models", "list"], ["deploy", "fraud:1"], ["endpoints", "list"], ["endpoints", "status", "fraud"],
+        ["endpoints", "stop", "fraud"], ["rollback", "fraud"], ["monitor", "--detect-only"], ["cost"],
+        ["labels", "add", str(labels), "--model", "fraud"], ["policy", "check"], ["infra", "plan"],
+        ["features", "apply", spec],
+    ]  # fmt: skip
+    stack_file = ROOT / "stacks" / "Pulumi.qa.yaml"
+    for args in commands:
+        result = fabric_cli(*args, "--stack", "qa")
+        assert (result.returncode, result.stdout) == (2, ""), (args, result.stdout, result.stderr)
+        assert result.stderr == f"error: --stack qa: no {stack_file}; use one of ['dev', 'onprem', 'prod', 'staging']\n", args
+    for option, args in [("--from", ["--from", "qa", "--to", "prod"]), ("--to", ["--from", "staging", "--to", "qa"])]:
+        result = fabric_cli("promote", "fraud:1", *args)
+        assert result.returncode == 2 and result.stderr == (
+            f"error: {option} qa: no {stack_file}; use one of ['dev', 'onprem', 'prod', 'staging']\n"
+        ), result.stderr
+    assert not home.exists() or sorted(p.name for p in home.iterdir()) == []  # no empty registry, ledger or labels

@@ -9,10 +9,8 @@ from fabric.cli._common import echo_json, json_option, stack_option
 
 def _registry(stack: str):  # noqa: ANN202 - fabric.registry.Registry
     from fabric.registry import open_registry
-    from fabric.spec import load_stack
 
-    load_stack(stack)  # an unknown stack is an error, not a new empty registry
-    return open_registry(stack)
+    return open_registry(stack)  # `--stack` was checked: an unknown one is an error, not a new empty registry
 
 
 @click.group("models")

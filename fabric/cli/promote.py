@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
-from fabric.cli._common import echo_json, json_option
+from fabric.cli._common import echo_json, json_option, known_stack
 
 
 @click.command("promote")
 @click.argument("address", metavar="MODEL", required=False)
-@click.option("--from", "source", default=None, help="Source stack (default: the target's fabric:promoteFrom).")
-@click.option("--to", "target", required=True, help="Target stack, e.g. prod.")
+@click.option("--from", "source", default=None, callback=known_stack, help="Source stack (default: the target's fabric:promoteFrom).")
+@click.option("--to", "target", required=True, callback=known_stack, help="Target stack, e.g. prod.")
 @click.option("--endpoint", default=None, help="Endpoint to pin (default: the model's name).")
 @click.option("--rollback", is_flag=True, help="Restore the pin the last promotion into --to replaced.")
 @json_option

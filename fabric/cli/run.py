@@ -76,7 +76,8 @@ def _print_summary(result) -> None:  # noqa: ANN001 - RunResult
     table.add_row(
         "search",
         f"{counts['complete']} complete, {counts['pruned_metric']} pruned (metric), {counts['pruned_latency']} pruned "
-        f"(latency), {counts['cut_deadline']} cut at deadline; {result.search.wall_s:.1f} s of {result.search.budget_s} s",
+        f"(latency), {counts['cut_deadline']} cut at deadline; {result.search.wall_s:.1f} s of {result.search.budget_s} s"
+        + (f" (+{result.search.spent_before_s:.1f} s before an interruption)" if result.search.spent_before_s else ""),
     )
     table.add_row("timings", ", ".join(f"{k} {v:.1f} s" for k, v in result.timings_s.items()))
     table.add_row("artifacts", str(version.path))
