@@ -50,7 +50,7 @@ def test_run_registers_a_model_with_lineage(tmp_path: Path, home: Path) -> None:
     assert lineage["parent"] is None  # nothing to replace yet
 
     assert fabric_cli("models", "alias", "fraud:1", "champion").returncode == 0
-    again = fabric_cli("run", str(write_spec(tmp_path, search={"budget_s": 4, "families": ["lightgbm"]})), "--json")
+    again = fabric_cli("run", str(write_spec(tmp_path, search={"budget_s": 60, "trials": 2, "families": ["lightgbm"]})), "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["model"] == "fraud:2"
     second = json.loads(fabric_cli("models", "show", "fraud:2", "--json").stdout)["lineage"]

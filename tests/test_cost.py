@@ -44,7 +44,7 @@ def test_a_killed_training_resumes_from_its_checkpoint_and_ends_with_the_same_mo
 
 
 def test_runs_are_priced_on_the_stack_and_spot_savings_shown(tmp_path: Path, home: Path) -> None:
-    spec = write_spec(tmp_path, search={"budget_s": 6, "families": ["lightgbm"]})
+    spec = write_spec(tmp_path, search={"budget_s": 60, "trials": 2, "families": ["lightgbm"]})
     assert fabric_cli("run", str(spec), "--stack", "dev").returncode == 0
     rows = json.loads(fabric_cli("cost", "--stack", "dev", "--json").stdout)
     assert len(rows) == 1 and rows[0]["version"] == "fraud:1" and rows[0]["runs"] == 1
@@ -52,7 +52,7 @@ def test_runs_are_priced_on_the_stack_and_spot_savings_shown(tmp_path: Path, hom
     assert rows[0]["usd"] > 0 and rows[0]["spot_savings_usd"] == 0
     (tmp_path / "gpu").mkdir()
     # priced on the GPU pool because the spec asks for one (the policy check flags that for trees)
-    gpu = write_spec(tmp_path / "gpu", search={"budget_s": 6, "families": ["lightgbm"]}, train={"accelerator": "gpu"})
+    gpu = write_spec(tmp_path / "gpu", search={"budget_s": 60, "trials": 2, "families": ["lightgbm"]}, train={"accelerator": "gpu"})
     assert fabric_cli("run", str(gpu), "--stack", "dev").returncode == 0
     by_stack = json.loads(fabric_cli("cost", "--stack", "dev", "--by", "run", "--json").stdout)
     spot = [r for r in by_stack if r["instance_type"] == "g5.xlarge"]
@@ -63,7 +63,7 @@ def test_runs_are_priced_on_the_stack_and_spot_savings_shown(tmp_path: Path, hom
 
 
 def test_checkpoints_are_removed_once_the_version_is_registered(tmp_path: Path, home: Path) -> None:
-    spec = write_spec(tmp_path, search={"budget_s": 6, "families": ["lightgbm"]})
+    spec = write_spec(tmp_path, search={"budget_s": 60, "trials": 2, "families": ["lightgbm"]})
     assert fabric_cli("run", str(spec), "--stack", "dev").returncode == 0
     assert list((home / "dev" / "checkpoints").glob("*")) == []
 

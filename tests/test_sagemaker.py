@@ -44,7 +44,7 @@ def test_the_lifecycle_end_to_end_on_the_emulator(aws: str, tmp_path: Path) -> N
     from fabric.backends import backend_for, capabilities
     from fabric.data.synthetic import generate_fraud
 
-    spec = load_pipeline(write_spec(tmp_path, search={"budget_s": 10, "families": ["lightgbm"]},
+    spec = load_pipeline(write_spec(tmp_path, search={"budget_s": 30, "trials": 2, "families": ["lightgbm"]},
                                     drift={"window_rows": 500, "persistence": 2}))  # fmt: skip
     backend = backend_for(load_stack("staging"))
     assert capabilities(backend) == {"run": True, "deploy": True, "shadow": False, "monitor": True, "dry_run": False}
