@@ -121,6 +121,7 @@ class KubernetesEndpointArgs:
     provider: pulumi.ProviderResource
     drift_alarm_sigma: float
     tags: dict[str, str]
+    namespace: str = "fabric"  # fabric:kubernetes.namespace, where the stack's Secrets and claim live
 
 
 class KubernetesEndpoint(pulumi.ComponentResource):
@@ -132,7 +133,7 @@ class KubernetesEndpoint(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self, provider=args.provider)
         app = f"{args.use_case}-serving"
         labels = {"app.kubernetes.io/name": app, "fabric.io/model": args.model.replace(":", "-v")}
-        metadata = {"name": app, "namespace": "fabric", "labels": labels}
+        metadata = {"name": app, "namespace": args.namespace, "labels": labels}
         probe = {"http_get": {"path": "/ping", "port": 8080}, "period_seconds": 5}
         tolerations = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}] if s.gpu else []
         resources = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "2Gi"}}

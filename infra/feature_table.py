@@ -32,7 +32,9 @@ class FeatureTable(pulumi.ComponentResource):
             record_identifier_feature_name=table.record_id,
             event_time_feature_name=table.event_time,
             role_arn=args.role_arn,
-            feature_definitions=[{"feature_name": f, "feature_type": t} for f, t in table.features.items()],
+            # plus the stamp fabric's online store writes with every record (`fabric features materialize`)
+            feature_definitions=[{"feature_name": f, "feature_type": t} for f, t in table.features.items()
+                                 if f != names.FEATURE_STAMP] + [{"feature_name": names.FEATURE_STAMP, "feature_type": "Integral"}],
             online_store_config={"enable_online_store": table.online, "security_config": {"kms_key_id": args.key_arn}},
             offline_store_config={
                 "s3_storage_config": {"s3_uri": pulumi.Output.concat("s3://", args.bucket, f"/{names.feature_prefix(name)}"),

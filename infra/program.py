@@ -77,7 +77,8 @@ def build(settings: StackSettings) -> dict[str, Any]:
         else:
             assert provider is not None
             k8s_args = KubernetesEndpointArgs(stack, use_case, endpoint, endpoint.model, image, registry.bucket.bucket,
-                                              provider, settings.drift_alarm_sigma, tags)  # fmt: skip
+                                              provider, settings.drift_alarm_sigma, tags,
+                                              (settings.kubernetes or KubernetesSettings.model_construct()).namespace)  # fmt: skip
             endpoints[use_case] = KubernetesEndpoint(use_case, k8s_args).service.metadata["name"]
     outputs["endpoints"] = endpoints
     outputs["pinned_models"] = {k: e.model for k, e in settings.endpoints.items()}

@@ -230,6 +230,8 @@ def test_every_key_the_backend_writes_is_allowed_for_the_role_that_writes_it(pla
     # the feature group's offline store writes as the role it is given
     (group,) = plan.of_type("aws:sagemaker/featureGroup:FeatureGroup")
     assert group.inputs["roleArn"] == "arn:aws:mock:::roles-training"
+    features = {f["featureName"]: f["featureType"] for f in group.inputs["featureDefinitions"]}
+    assert features[names.FEATURE_STAMP] == "Integral"  # what `fabric features materialize` writes with every record
     checks.append(("training", "s3:PutObject", obj(f"{group.inputs['offlineStoreConfig']['s3StorageConfig']['s3Uri']}/123/sagemaker/x.parquet")))
     denied = [c for c in checks if not _allows(policies[c[0]], c[1], c[2])]
     assert len(checks) == 28 and denied == []
@@ -350,5 +352,8 @@ def test_renamed_secrets_and_claim_are_followed_by_both_sides(tmp_path: Path) ->
              for r in plan.resources if r.type.startswith("kubernetes:core/v1:") and r.type.rsplit(":", 1)[1] != "Service"}  # fmt: skip
     assert names == {("Namespace", None, "ml"), ("Secret", "ml", "optuna-db"), ("Secret", "ml", "fabric-features"),
                      ("PersistentVolumeClaim", "ml", "models")}  # fmt: skip
+    placed = {r.inputs["metadata"].get("namespace") for r in plan.resources if r.type.startswith("kubernetes:")
+              and r.type != "kubernetes:core/v1:Namespace"}  # fmt: skip
+    assert placed == {"ml"}  # the endpoint's Deployment, Service, HPA and PDB beside the Secrets and claim
     assert objects.registry_volume(plan.settings)["persistentVolumeClaim"]["claimName"] == "models"
     assert objects.env(plan.settings, study=True)[-1]["valueFrom"]["secretKeyRef"]["name"] == "optuna-db"

@@ -288,7 +288,7 @@ def _copy_text(text: str) -> str:
 # SageMaker Feature Store: the online store of the sagemaker backend
 
 
-STAMP = "fabric_stamped_ns"  # the row's exact time in ns (SageMaker's event time keeps milliseconds)
+from fabric.backends.sagemaker.names import FEATURE_STAMP as STAMP  # noqa: E402 - a constant-only module
 _BATCH = 100  # BatchGetRecord: identifiers per call
 _PUT_THREADS = 8
 

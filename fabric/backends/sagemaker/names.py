@@ -46,6 +46,11 @@ def versioned(stack: str, use_case: str, version: int) -> str:
     return f"fabric-{stack}-{use_case}-v{version}"
 
 
+# every feature group fabric writes carries the row's exact time in ns (SageMaker's event time keeps
+# milliseconds); infra declares it on the groups it provisions, the online store writes and reads it
+FEATURE_STAMP = "fabric_stamped_ns"
+
+
 def feature_group(prefix: str, table: str, version: int = 1) -> str:
     """`fabric-<stack>` + table (`_` -> `-`, feature group names allow no `_`), `-v<n>` from version 2."""
     return f"{prefix}-{table.replace('_', '-')}" + (f"-v{version}" if version > 1 else "")
