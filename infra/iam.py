@@ -62,7 +62,13 @@ class LifecycleRoles(pulumi.ComponentResource):
                 {"Effect": "Allow", "Action": "s3:GetObject", "Resource": objects(names.DATA, names.MODELS)},
                 {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"],
                  "Resource": objects(names.PIPELINES, names.CHECKPOINTS, names.FEATURES)},
-                {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": args.bucket_arn},
+                {"Effect": "Allow", "Action": ["s3:ListBucket", "s3:GetBucketAcl"], "Resource": args.bucket_arn},
+                # a feature group's offline store writes as this role: object ACLs and the Glue table it
+                # keeps (what AmazonSageMakerFeatureStoreAccess grants, scoped to this bucket's prefix)
+                {"Effect": "Allow", "Action": "s3:PutObjectAcl", "Resource": objects(names.FEATURES)},
+                {"Effect": "Allow", "Action": ["glue:GetTable", "glue:UpdateTable"],
+                 "Resource": ["arn:aws:glue:*:*:catalog", "arn:aws:glue:*:*:database/sagemaker_featurestore",
+                              "arn:aws:glue:*:*:table/sagemaker_featurestore/*"]},
                 pull, token, decrypt,
                 logs(list(names.TRAINING_LOG_GROUPS) if on_sagemaker else own_logs),
                 # training jobs publish their metrics under /aws/sagemaker/...

@@ -235,6 +235,10 @@ def test_every_key_the_backend_writes_is_allowed_for_the_role_that_writes_it(pla
     checks.append(("training", "s3:PutObject", obj(f"{group.inputs['offlineStoreConfig']['s3StorageConfig']['s3Uri']}/123/sagemaker/x.parquet")))
     denied = [c for c in checks if not _allows(policies[c[0]], c[1], c[2])]
     assert len(checks) == 28 and denied == []
+    offline = f"{group.inputs['offlineStoreConfig']['s3StorageConfig']['s3Uri']}/123/sagemaker/us-east-1/offline-store/g/metadata/m.json"
+    assert _allows(policies["training"], "s3:PutObjectAcl", obj(offline)) and _allows(policies["training"], "s3:GetObject", obj(offline))
+    assert _allows(policies["training"], "s3:GetBucketAcl", f"arn:aws:mock:::{bucket.name}")
+    assert _allows(policies["training"], "glue:UpdateTable", "arn:aws:glue:us-east-1:123456789012:table/sagemaker_featurestore/fabric_x")
     # and nothing more: models are written by `fabric run` (a person's or CI's credentials), never by a job or endpoint
     for role in ("training", "serving"):
         assert not _allows(policies[role], "s3:PutObject", obj(names.model_url(env, "fraud", 12)))
