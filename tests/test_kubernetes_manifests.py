@@ -285,3 +285,25 @@ def test_servers_of_a_spec_with_feature_tables_read_the_online_store_url_from_a_
     assert ONLINE_URL_ENV not in {e["name"] for e in plain[0]["spec"]["template"]["spec"]["containers"][0]["env"]}
     header = KubernetesBackend(ONPREM).render_yaml(spec)
     assert "Secret fabric-features (key url: the online feature store" in header
+
+
+def test_a_features_module_travels_in_the_config_map_and_loads_in_the_pod(tmp_path: Path) -> None:
+    from fabric.features.definitions import load_feature_set
+
+    spec = load_pipeline(ROOT / "pipelines" / "fraud-features.yaml").model_copy(update={"name": "fraud"})  # onprem's endpoint
+    config = dict(plan.render(spec, ONPREM, "r1", stages=("config",)))["config"]
+    (volume,) = [v for _, m in _all(spec) if m["kind"] == "Job" for v in m["spec"]["template"]["spec"]["volumes"]
+                 if v["name"] == "config"][:1]  # fmt: skip
+    pod = tmp_path / "etc-fabric"  # what the pod sees at /etc/fabric: the volume's items, by their paths
+    for item in volume["configMap"]["items"]:
+        (pod / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (pod / item["path"]).write_text(config["data"][item["key"]])
+    assert [i["key"] for i in volume["configMap"]["items"]] == ["spec.yaml", "stack.yaml", "code-0-fraud_features.py"]
+    shipped = load_pipeline(pod / "spec.yaml")
+    assert shipped.features is not None and shipped.features.module == str(pod / "code-0-fraud_features.py")
+    local, remote = load_feature_set(spec), load_feature_set(shipped)
+    assert len(local.tables) == 2  # card_activity, card_history
+    # the same definitions, so the pod's tables are not taken for changed versions
+    assert [t.definition_hash() for t in remote.tables] == [t.definition_hash() for t in local.tables]
+    for _, manifest in _all(spec):
+        validate(manifest)

@@ -9,11 +9,12 @@ Conventions the Pulumi node pools must follow (infra/ sets them on each node gro
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from fabric.errors import CapabilityError
+from fabric.errors import CapabilityError, SpecError
 from fabric.spec import SECRET_URL_KEY, KubernetesSettings, NodePool, PipelineSpec, StackSettings
 
 POOL_LABEL = "fabric.io/pool"
@@ -64,19 +65,49 @@ def stack_document(settings: StackSettings) -> dict[str, Any]:
     return {"config": {"aws:region": settings.region, **{f"fabric:{k}": v for k, v in dumped.items()}}}
 
 
+def _shipped_code(spec: PipelineSpec) -> tuple[PipelineSpec, dict[str, str]]:
+    """The spec as the pods read it, and the Python files it names (a features module, transformation
+    files) under ConfigMap keys: a path on the machine that rendered the manifests means nothing in a
+    pod, so each file travels in the ConfigMap and the spec names it relative to its own folder."""
+    if spec.features is None:
+        return spec, {}
+    files: dict[str, str] = {}
+
+    def ship(path: str, field_name: str) -> str:
+        source = Path(path)
+        if not source.is_file():
+            raise SpecError(f"{field_name}={path}: no such file to ship to the cluster; fix the path")
+        key = f"code-{len(files)}-{source.name}"
+        files[key] = source.read_text()
+        return key
+
+    features = spec.features
+    tables = []
+    for i, table in enumerate(features.tables):
+        module, _, function = (table.transformation or "").rpartition(":")
+        if module.endswith(".py"):
+            table = table.model_copy(update={"transformation": f"{ship(module, f'features.tables[{i}].transformation')}:{function}"})
+        tables.append(table)
+    module = ship(features.module, "features.module") if features.module else None
+    return spec.model_copy(update={"features": features.model_copy(update={"tables": tables, "module": module})}), files
+
+
 def config_map(spec: PipelineSpec, settings: StackSettings) -> dict[str, Any]:
+    shipped, code = _shipped_code(spec)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": metadata(config_map_name(spec), spec, settings, "config"),
         "data": {
-            "spec.yaml": yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False),
+            "spec.yaml": yaml.safe_dump(shipped.model_dump(mode="json", exclude_none=True), sort_keys=False),
             "stack.yaml": yaml.safe_dump(stack_document(settings), sort_keys=False),
+            **code,
         },
     }
 
 
 def config_volume(spec: PipelineSpec, settings: StackSettings) -> dict[str, Any]:
+    _, code = _shipped_code(spec)
     return {
         "name": "config",
         "configMap": {
@@ -84,6 +115,7 @@ def config_volume(spec: PipelineSpec, settings: StackSettings) -> dict[str, Any]
             "items": [
                 {"key": "spec.yaml", "path": "spec.yaml"},
                 {"key": "stack.yaml", "path": f"stacks/Pulumi.{settings.env}.yaml"},
+                *({"key": key, "path": key} for key in code),
             ],
         },
     }
