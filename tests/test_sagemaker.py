@@ -45,7 +45,7 @@ def test_the_lifecycle_end_to_end_on_the_emulator(aws: str, tmp_path: Path) -> N
     from fabric.data.synthetic import generate_fraud
 
     spec = load_pipeline(write_spec(tmp_path, search={"budget_s": 30, "trials": 2, "families": ["lightgbm"]},
-                                    drift={"window_rows": 500, "persistence": 2}))  # fmt: skip
+                                    drift={"window_rows": 500, "persistence": 2, "threshold_sigma": 3.0}))  # fmt: skip
     backend = backend_for(load_stack("staging"))
     assert capabilities(backend) == {"run": True, "deploy": True, "shadow": False, "monitor": True, "dry_run": False}
     result = backend.run(spec)
@@ -108,7 +108,7 @@ def test_the_lifecycle_end_to_end_on_the_emulator(aws: str, tmp_path: Path) -> N
     assert report["windows"] == 3 and report["skipped_lines"] == 1
     assert report["alarm"] and report["retrain_execution"]
     alarms = backend.clients.cloudwatch.describe_alarms(AlarmNames=["fabric-staging-fraud-drift"])["MetricAlarms"]
-    assert len(alarms) == 1 and alarms[0]["Threshold"] == 2.3
+    assert len(alarms) == 1 and alarms[0]["Threshold"] == 2.3  # the stack's driftAlarmSigma, as infra declares it
     executions = sm.list_pipeline_executions(PipelineName="fabric-staging-fraud")["PipelineExecutionSummaries"]
     assert len(executions) == 3  # two runs and the retraining started by the alarm
 

@@ -211,7 +211,8 @@ class SageMakerBackend(Backend):
         rows, bad = sm_monitor.read_capture(self.clients, self.settings.env, spec.name)
         verdicts = sm_monitor.score_capture(spec, profile, rows)
         sigma = max((v.max_sigma for v in verdicts), default=0.0)
-        sm_monitor.publish(self.clients, self.settings.env, spec.name, sigma, spec.drift.threshold_sigma)
+        # the alarm is infra's (fabric:driftAlarmSigma): re-declared with the stack's threshold, never the spec's
+        sm_monitor.publish(self.clients, self.settings.env, spec.name, sigma, self.settings.drift_alarm_sigma)
         alarmed = [v for v in verdicts if v.verdict == "alarm"]
         retrain = None
         if alarmed and spec.drift.retrain:
