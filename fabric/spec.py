@@ -334,6 +334,11 @@ class EndpointSettings(_Camel):
     data_capture_rate: float = Field(1.0, ge=0, le=1)
     gpu: bool = False
 
+    def capture_rate(self, spec_rate: float) -> float:
+        """`dataCaptureRate` when the stack file sets it (the environment decides what it can store),
+        else the spec's `serving.capture_rate`: this model's default must not win over the spec."""
+        return self.data_capture_rate if "data_capture_rate" in self.model_fields_set else spec_rate
+
     @model_validator(mode="after")
     def _bounds(self) -> EndpointSettings:
         if self.max_instances < self.min_instances:

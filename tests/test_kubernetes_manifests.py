@@ -307,3 +307,18 @@ def test_a_features_module_travels_in_the_config_map_and_loads_in_the_pod(tmp_pa
     assert [t.definition_hash() for t in remote.tables] == [t.definition_hash() for t in local.tables]
     for _, manifest in _all(spec):
         validate(manifest)
+
+
+def test_the_server_captures_at_the_stack_rate_where_set_else_the_spec_rate(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, serving={"capture_rate": 0.05})
+    raw = yaml.safe_load((ROOT / "stacks" / "Pulumi.onprem.yaml").read_text())["config"]
+
+    def rate(settings: StackSettings) -> str:
+        (deployment,) = [m for stage, m in _all(spec, settings) if stage == "serve" and m["kind"] == "Deployment"]
+        env = {e["name"]: e.get("value") for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        return env["FABRIC_CAPTURE_RATE"]
+
+    assert raw["fabric:endpoints"]["fraud"]["dataCaptureRate"] == 0.2
+    assert rate(ONPREM) == "0.2"  # the stack file sets it: the environment decides
+    unset = {**raw, "fabric:endpoints": {"fraud": {k: v for k, v in raw["fabric:endpoints"]["fraud"].items() if k != "dataCaptureRate"}}}
+    assert rate(StackSettings.from_config("onprem", unset, "Pulumi.onprem.yaml")) == "0.05"  # else the spec's

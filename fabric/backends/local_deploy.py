@@ -143,12 +143,8 @@ class LocalDeployer:
         return settings.latency_budget_ms if settings else None
 
     def _capture_rate(self, name: str, serving: ServingSpec) -> float:
-        """The stack's `dataCaptureRate` when the stack file sets it (the environment decides what it
-        can store), else the spec's `serving.capture_rate`: the stack model's default must not win."""
         settings = self.settings.endpoints.get(name)
-        if settings is not None and "data_capture_rate" in settings.model_fields_set:
-            return settings.data_capture_rate
-        return serving.capture_rate
+        return settings.capture_rate(serving.capture_rate) if settings is not None else serving.capture_rate
 
     def _start(self, name: str, version: ModelVersion, serving: ServingSpec) -> EndpointState:
         return self.endpoints.start(name, version.path, version.address, self._capture_rate(name, serving), serving.max_body_bytes)

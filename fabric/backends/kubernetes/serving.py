@@ -58,7 +58,7 @@ def deployment(
         server_args(spec, settings, model),
         o.resources(k.serving_cpu, k.serving_memory, gpus=1 if ep.gpu else 0),
         ports=[{"name": "http", "containerPort": k.serving_port, "protocol": "TCP"}],
-        env=[*o.env(settings), {"name": "FABRIC_CAPTURE_RATE", "value": f"{ep.data_capture_rate:g}"},
+        env=[*o.env(settings), {"name": "FABRIC_CAPTURE_RATE", "value": f"{ep.capture_rate(spec.serving.capture_rate):g}"},
              *o.online_features_env(spec, settings)],
         volumeMounts=o.mounts(registry=True),
         # readiness gates traffic; liveness restarts a wedged server; startup covers the model load
