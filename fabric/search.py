@@ -7,7 +7,9 @@
   family from finished fits: exporting a thousand trees takes seconds).
 - The latency budget is enforced during search: a candidate is exported to ONNX and timed as it
   will be served (single row, ONNX Runtime, one thread) at its first checkpoints and at the end; one
-  over budget is pruned and counted as such (more trees or epochs never make it faster).
+  over budget is pruned and counted as such (more trees or epochs never make it faster). A tree
+  candidate skips the intermediate checks when the p99 per tree of this run's finished fits of its
+  family, extrapolated to its last possible round, is well within the budget.
 - Pruning compares a trial's validation curve with the median of completed trials *of the same
   family* at the same step (rounds and epochs are not comparable across families). It works the
   same for single- and multi-objective studies (Optuna's own `should_prune` does not support the
@@ -253,6 +255,24 @@ class PostFitCost:
         return min(self.cap_s, rate if family == "mlp" else rate * max(step, 1))
 
 
+class TreeLatency:
+    """A tree family's p99 per tree served, learned from this run's finished fits (the costliest
+    seen: deeper trees take longer to walk). When it extrapolates to a candidate's last possible
+    round within LATENCY_SAFE_SHARE of the budget, the candidate's intermediate latency checks (an
+    ONNX export each) would only spend the search budget; its final measurement still rejects it
+    if over. An MLP's latency does not grow with epochs and is not extrapolated."""
+
+    def __init__(self) -> None:
+        self.rate: dict[str, float] = {}
+
+    def observe(self, family: str, trees: int, p99_ms: float) -> None:
+        if family != "mlp":
+            self.rate[family] = max(self.rate.get(family, 0.0), p99_ms / max(trees, 1))
+
+    def safe(self, family: str, final_step: int, budget_ms: float) -> bool:
+        return family in self.rate and self.rate[family] * final_step <= LATENCY_SAFE_SHARE * budget_ms
+
+
 def _summary(trial: Any, multi: bool) -> TrialSummary:
     from optuna.trial import TrialState
 
@@ -339,6 +359,7 @@ def run_search(
     # No trial ends before its first report (early stopping needs more rounds or epochs than that):
     # with less time left than the quickest first report of this run, a new trial could only be cut.
     first_report_s: list[float] = []
+    tree_latency = TreeLatency()
     data = fit_data(dataset, spec, deadline)
     sample_rows = dataset.validation.X[:256]
 
@@ -352,8 +373,8 @@ def run_search(
         family = get_family(family_name)
         params = family.suggest(trial)
         curve: list[tuple[int, float]] = []
-        latency_safe = False
         final_step = family.max_steps(params)
+        latency_safe = tree_latency.safe(family_name, final_step, budget_ms)
         if options.pruning and spec.search.pruning:
             pruner.refresh()
         fit_start = time.monotonic()
@@ -394,6 +415,8 @@ def run_search(
                 raise _Pruned("metric", f"non-finite validation {spec.metric}")
             p99 = measure(family.to_onnx(model, dataset.train.X.shape[1]), sample_rows, runs=options.latency_runs).p99_ms
             post_fit.observe(family_name, steps, time.monotonic() - post_start)
+            # per tree served: early stopping keeps fewer than it fitted
+            tree_latency.observe(family_name, int(family.refit_params(params, model).get("rounds", steps)), p99)
             trial.set_user_attr("p99_ms", p99)
             if options.latency_aware and p99 > budget_ms:
                 raise _Pruned("latency", f"p99 {p99:.3f} ms > budget {budget_ms} ms")

@@ -292,3 +292,17 @@ def test_lightgbm_reports_the_spec_metric_of_the_model_so_far_and_stops_early_on
                     valid_sets=[lgb.Dataset(data.X_valid, data.y_valid)],
                     callbacks=[lgb.early_stopping(EARLY_STOPPING, verbose=False)])  # fmt: skip
     assert model.best_iteration == own.best_iteration < 400
+
+
+def test_intermediate_latency_checks_are_skipped_once_finished_trees_extrapolate_well_within_budget() -> None:
+    from fabric.search import TreeLatency
+
+    latency = TreeLatency()
+    assert not latency.safe("lightgbm", 50, budget_ms=1.0)  # nothing seen yet: check
+    latency.observe("lightgbm", 200, 0.02)  # 1e-4 ms per tree
+    latency.observe("lightgbm", 100, 0.04)  # 4e-4 ms per tree: deeper trees, the costliest is kept
+    assert latency.safe("lightgbm", 1000, budget_ms=1.0)  # 0.4 ms <= half the budget
+    assert not latency.safe("lightgbm", 1000, budget_ms=0.5)  # 0.4 ms > 0.25 ms: check it
+    assert not latency.safe("xgboost", 10, budget_ms=1.0)  # learned per family
+    latency.observe("mlp", 40, 0.01)  # an MLP's latency does not grow with epochs: never extrapolated
+    assert not latency.safe("mlp", 40, budget_ms=1.0)
