@@ -14,6 +14,10 @@
   family* at the same step (rounds and epochs are not comparable across families). It works the
   same for single- and multi-objective studies (Optuna's own `should_prune` does not support the
   latter).
+- Families share the budget: TPE weighs a family by its trials' values, not their cost, so one good
+  MLP trial (ten tree trials' time on 40,000 rows) draws the next ones to the MLP. A family that
+  has spent more than its share (budget / families) and is behind another is not started again:
+  the trial is pruned before fitting (counted with the metric prunes), which the sampler also learns.
 - Stopping a trial early (pruning, an intermediate latency check) is only done when the rest of the
   trial is projected to cost a noticeable share of the budget. On small data a trial costs a tenth
   of a second, early stopping already ends it, and pruning saved under 20% of it while throwing away
@@ -273,6 +277,32 @@ class TreeLatency:
         return family in self.rate and self.rate[family] * final_step <= LATENCY_SAFE_SHARE * budget_ms
 
 
+class FamilyShare:
+    """The seconds each family's trials spent in this run, and the best value each completed. TPE
+    weighs families by the values of their trials, not by their cost: an MLP trial on 40,000 rows
+    costs ten tree trials, and one good MLP trial draws the next ones to the MLP until the budget is
+    gone. A family that has spent more than its share of the budget (the budget over the families)
+    and holds no better value than another family's is not started again: the trial is pruned before
+    fitting, which also tells the sampler."""
+
+    def __init__(self, budget_s: float | None, families: int, higher_is_better: bool) -> None:
+        self.share_s = math.inf if budget_s is None else budget_s / max(families, 1)
+        self.sign = 1.0 if higher_is_better else -1.0
+        self.spent: dict[str, float] = {}
+        self.best: dict[str, float] = {}
+
+    def spend(self, family: str, seconds: float) -> None:
+        self.spent[family] = self.spent.get(family, 0.0) + seconds
+
+    def finished(self, family: str, value: float) -> None:
+        self.best[family] = max(self.best.get(family, -math.inf), self.sign * value)
+
+    def over(self, family: str) -> bool:
+        others = [v for f, v in self.best.items() if f != family]
+        behind = bool(others) and self.best.get(family, -math.inf) < max(others)
+        return behind and self.spent.get(family, 0.0) > self.share_s
+
+
 def _summary(trial: Any, multi: bool) -> TrialSummary:
     from optuna.trial import TrialState
 
@@ -360,6 +390,7 @@ def run_search(
     # with less time left than the quickest first report of this run, a new trial could only be cut.
     first_report_s: list[float] = []
     tree_latency = TreeLatency()
+    shares = FamilyShare(allowance, len(spec.search.families), spec.higher_is_better)
     data = fit_data(dataset, spec, deadline)
     sample_rows = dataset.validation.X[:256]
 
@@ -401,6 +432,8 @@ def run_search(
                 raise _Pruned("metric", f"step {step}: {value:.5f} worse than the family median")
 
         try:
+            if options.pruning and spec.search.pruning and shares.over(family_name):
+                raise _Pruned("allocation", f"{family_name} spent over its share of the budget and is behind")
             try:
                 model = family.fit(params, data, report)
             except DeadlineReached:
@@ -420,12 +453,14 @@ def run_search(
             trial.set_user_attr("p99_ms", p99)
             if options.latency_aware and p99 > budget_ms:
                 raise _Pruned("latency", f"p99 {p99:.3f} ms > budget {budget_ms} ms")
+            shares.finished(family_name, value)
         except _Pruned as pruned:
             trial.set_user_attr("pruned_reason", pruned.reason)
             trial.set_user_attr("pruned_detail", pruned.detail)
             raise optuna.TrialPruned(pruned.detail) from None
         finally:
             trial.set_user_attr("curve", curve)
+            shares.spend(family_name, time.monotonic() - trial_start)
         return (value, p99) if multi else value
 
     def callback(study: Any, trial: Any) -> None:

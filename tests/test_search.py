@@ -306,3 +306,24 @@ def test_intermediate_latency_checks_are_skipped_once_finished_trees_extrapolate
     assert not latency.safe("xgboost", 10, budget_ms=1.0)  # learned per family
     latency.observe("mlp", 40, 0.01)  # an MLP's latency does not grow with epochs: never extrapolated
     assert not latency.safe("mlp", 40, budget_ms=1.0)
+
+
+def test_a_family_past_its_share_of_the_budget_is_not_started_again_while_another_is_better() -> None:
+    from fabric.search import FamilyShare
+
+    shares = FamilyShare(budget_s=60, families=3, higher_is_better=False)  # a share is 20 s; RMSE
+    shares.finished("xgboost", 540.0)
+    shares.spend("xgboost", 5.0)
+    shares.finished("mlp", 560.0)
+    shares.spend("mlp", 19.0)
+    assert not shares.over("mlp")  # within its share
+    shares.spend("mlp", 2.0)
+    assert shares.over("mlp")  # past it, and behind xgboost
+    shares.finished("mlp", 530.0)
+    assert not shares.over("mlp")  # it holds the best value: it may go on
+    assert not shares.over("lightgbm")  # nothing spent
+    only = FamilyShare(budget_s=60, families=1, higher_is_better=True)
+    only.finished("mlp", 0.9)
+    only.spend("mlp", 100.0)
+    assert not only.over("mlp")  # no other family to give the time to
+    assert not FamilyShare(budget_s=None, families=3, higher_is_better=True).over("mlp")  # no budget: no shares
