@@ -7,11 +7,17 @@
   family from finished fits: exporting a thousand trees takes seconds).
 - The latency budget is enforced during search: a candidate is exported to ONNX and timed as it
   will be served (single row, ONNX Runtime, one thread) at its first checkpoints and at the end; one
-  over budget is pruned and counted as such (more trees or epochs never make it faster).
+  over budget is pruned and counted as such (more trees or epochs never make it faster). A tree
+  candidate skips the intermediate checks when the p99 per tree of this run's finished fits of its
+  family, extrapolated to its last possible round, is well within the budget.
 - Pruning compares a trial's validation curve with the median of completed trials *of the same
   family* at the same step (rounds and epochs are not comparable across families). It works the
   same for single- and multi-objective studies (Optuna's own `should_prune` does not support the
   latter).
+- Families share the budget: TPE weighs a family by its trials' values, not their cost, so one good
+  MLP trial (ten tree trials' time on 40,000 rows) draws the next ones to the MLP. A family that
+  has spent more than its share (budget / families) and is behind another is not started again:
+  the trial is pruned before fitting (counted with the metric prunes), which the sampler also learns.
 - Stopping a trial early (pruning, an intermediate latency check) is only done when the rest of the
   trial is projected to cost a noticeable share of the budget. On small data a trial costs a tenth
   of a second, early stopping already ends it, and pruning saved under 20% of it while throwing away
@@ -253,6 +259,50 @@ class PostFitCost:
         return min(self.cap_s, rate if family == "mlp" else rate * max(step, 1))
 
 
+class TreeLatency:
+    """A tree family's p99 per tree served, learned from this run's finished fits (the costliest
+    seen: deeper trees take longer to walk). When it extrapolates to a candidate's last possible
+    round within LATENCY_SAFE_SHARE of the budget, the candidate's intermediate latency checks (an
+    ONNX export each) would only spend the search budget; its final measurement still rejects it
+    if over. An MLP's latency does not grow with epochs and is not extrapolated."""
+
+    def __init__(self) -> None:
+        self.rate: dict[str, float] = {}
+
+    def observe(self, family: str, trees: int, p99_ms: float) -> None:
+        if family != "mlp":
+            self.rate[family] = max(self.rate.get(family, 0.0), p99_ms / max(trees, 1))
+
+    def safe(self, family: str, final_step: int, budget_ms: float) -> bool:
+        return family in self.rate and self.rate[family] * final_step <= LATENCY_SAFE_SHARE * budget_ms
+
+
+class FamilyShare:
+    """The seconds each family's trials spent in this run, and the best value each completed. TPE
+    weighs families by the values of their trials, not by their cost: an MLP trial on 40,000 rows
+    costs ten tree trials, and one good MLP trial draws the next ones to the MLP until the budget is
+    gone. A family that has spent more than its share of the budget (the budget over the families)
+    and holds no better value than another family's is not started again: the trial is pruned before
+    fitting, which also tells the sampler."""
+
+    def __init__(self, budget_s: float | None, families: int, higher_is_better: bool) -> None:
+        self.share_s = math.inf if budget_s is None else budget_s / max(families, 1)
+        self.sign = 1.0 if higher_is_better else -1.0
+        self.spent: dict[str, float] = {}
+        self.best: dict[str, float] = {}
+
+    def spend(self, family: str, seconds: float) -> None:
+        self.spent[family] = self.spent.get(family, 0.0) + seconds
+
+    def finished(self, family: str, value: float) -> None:
+        self.best[family] = max(self.best.get(family, -math.inf), self.sign * value)
+
+    def over(self, family: str) -> bool:
+        others = [v for f, v in self.best.items() if f != family]
+        behind = bool(others) and self.best.get(family, -math.inf) < max(others)
+        return behind and self.spent.get(family, 0.0) > self.share_s
+
+
 def _summary(trial: Any, multi: bool) -> TrialSummary:
     from optuna.trial import TrialState
 
@@ -339,6 +389,8 @@ def run_search(
     # No trial ends before its first report (early stopping needs more rounds or epochs than that):
     # with less time left than the quickest first report of this run, a new trial could only be cut.
     first_report_s: list[float] = []
+    tree_latency = TreeLatency()
+    shares = FamilyShare(allowance, len(spec.search.families), spec.higher_is_better)
     data = fit_data(dataset, spec, deadline)
     sample_rows = dataset.validation.X[:256]
 
@@ -352,8 +404,8 @@ def run_search(
         family = get_family(family_name)
         params = family.suggest(trial)
         curve: list[tuple[int, float]] = []
-        latency_safe = False
         final_step = family.max_steps(params)
+        latency_safe = tree_latency.safe(family_name, final_step, budget_ms)
         if options.pruning and spec.search.pruning:
             pruner.refresh()
         fit_start = time.monotonic()
@@ -380,6 +432,8 @@ def run_search(
                 raise _Pruned("metric", f"step {step}: {value:.5f} worse than the family median")
 
         try:
+            if options.pruning and spec.search.pruning and shares.over(family_name):
+                raise _Pruned("allocation", f"{family_name} spent over its share of the budget and is behind")
             try:
                 model = family.fit(params, data, report)
             except DeadlineReached:
@@ -394,15 +448,19 @@ def run_search(
                 raise _Pruned("metric", f"non-finite validation {spec.metric}")
             p99 = measure(family.to_onnx(model, dataset.train.X.shape[1]), sample_rows, runs=options.latency_runs).p99_ms
             post_fit.observe(family_name, steps, time.monotonic() - post_start)
+            # per tree served: early stopping keeps fewer than it fitted
+            tree_latency.observe(family_name, int(family.refit_params(params, model).get("rounds", steps)), p99)
             trial.set_user_attr("p99_ms", p99)
             if options.latency_aware and p99 > budget_ms:
                 raise _Pruned("latency", f"p99 {p99:.3f} ms > budget {budget_ms} ms")
+            shares.finished(family_name, value)
         except _Pruned as pruned:
             trial.set_user_attr("pruned_reason", pruned.reason)
             trial.set_user_attr("pruned_detail", pruned.detail)
             raise optuna.TrialPruned(pruned.detail) from None
         finally:
             trial.set_user_attr("curve", curve)
+            shares.spend(family_name, time.monotonic() - trial_start)
         return (value, p99) if multi else value
 
     def callback(study: Any, trial: Any) -> None:

@@ -19,13 +19,13 @@ def test_a_trial_that_would_outlast_the_budget_is_cut_at_the_deadline_not_awaite
     from fabric.search import LEDGER_ATTR, study_name
 
     # The one trial, enqueued, fits up to 1,000 rounds of small trees at the lowest learning rate of
-    # the space on 140,000 rows: it improves for about 570 rounds before early stopping ends it, at
-    # 0.05 to 0.3 s a round here (idle to busy machine), so 30 s to 3 min against a 10 s budget.
-    # It must be cut at the deadline, not awaited; a cut lands within a round of it.
+    # the space on 700,000 rows: it improves for 500 rounds and more before early stopping ends it,
+    # at about 0.05 s a round on a busy machine here, so 15 s (idle) to a minute against a 10 s
+    # budget. It must be cut at the deadline, not awaited; a cut lands within a round of it.
     get_family("lightgbm").warm_up()  # imports are paid once per process; not this test's subject
     budget = 10.0
     spec = load_pipeline(
-        write_spec(tmp_path, data={"rows": 200_000}, search={"budget_s": budget, "families": ["lightgbm"]})
+        write_spec(tmp_path, data={"rows": 1_000_000}, search={"budget_s": budget, "families": ["lightgbm"]})
     )
     data = prepare(spec)
     storage = f"sqlite:///{tmp_path / 's.db'}"
@@ -254,3 +254,76 @@ def test_the_time_a_finished_fit_still_needs_is_learned_per_family_and_grows_wit
     assert cost.estimate("mlp", 40) == pytest.approx(0.5)
     assert PostFitCost(budget_s=None).estimate("mlp", 1) == 0.0
 
+
+
+@pytest.mark.parametrize(
+    "task, metric",
+    [("binary", "roc_auc"), ("binary", "log_loss"), ("regression", "rmse"), ("regression", "mae"), ("regression", "r2")],
+)
+def test_lightgbm_reports_the_spec_metric_of_the_model_so_far_and_stops_early_on_its_own_loss(task: str, metric: str) -> None:
+    import lightgbm as lgb
+    import numpy as np
+
+    from fabric.families import FitData, get_family
+    from fabric.families.trees import EARLY_STOPPING, validation_metric
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3000, 5)).astype(np.float32)
+    signal = X[:, 0] + 0.5 * X[:, 1] ** 2 + rng.normal(scale=0.3, size=3000)
+    y = (signal > 0.8).astype(np.float64) if task == "binary" else 300 + 100 * signal
+    data = FitData(X[:2000], y[:2000], X[2000:], y[2000:], task=task, categorical_columns=(), categories=(),
+                   metric=metric)  # fmt: skip
+    params = {"learning_rate": 0.05, "num_leaves": 16, "min_child_samples": 5, "feature_fraction": 1.0,
+              "bagging_fraction": 1.0, "lambda_l2": 0.0, "max_rounds": 400}  # fmt: skip
+    curve: list[tuple[int, float]] = []
+    family = get_family("lightgbm")
+    model = family.fit(params, data, lambda step, value, export: curve.append((step, value)))
+
+    # what each report said is the spec's metric of the first `step` trees on the validation split
+    # (the fitted model keeps the trees up to its best round)
+    kept = [(step, value) for step, value in curve if step <= model.best_iteration]
+    assert len(kept) >= 3, (curve, model.best_iteration)
+    for step, value in kept:
+        scores = model.predict(data.X_valid, num_iteration=step)
+        assert value == pytest.approx(validation_metric(metric, data.y_valid, scores), rel=1e-7), step
+    # early stopping follows the objective's own loss (not the spec's metric): the best round is its minimum
+    own = lgb.train({**family._params(params, data), "metric": "binary_logloss" if task == "binary" else "l2"},
+                    lgb.Dataset(data.X_train, data.y_train), 400,
+                    valid_sets=[lgb.Dataset(data.X_valid, data.y_valid)],
+                    callbacks=[lgb.early_stopping(EARLY_STOPPING, verbose=False)])  # fmt: skip
+    assert model.best_iteration == own.best_iteration < 400
+
+
+def test_intermediate_latency_checks_are_skipped_once_finished_trees_extrapolate_well_within_budget() -> None:
+    from fabric.search import TreeLatency
+
+    latency = TreeLatency()
+    assert not latency.safe("lightgbm", 50, budget_ms=1.0)  # nothing seen yet: check
+    latency.observe("lightgbm", 200, 0.02)  # 1e-4 ms per tree
+    latency.observe("lightgbm", 100, 0.04)  # 4e-4 ms per tree: deeper trees, the costliest is kept
+    assert latency.safe("lightgbm", 1000, budget_ms=1.0)  # 0.4 ms <= half the budget
+    assert not latency.safe("lightgbm", 1000, budget_ms=0.5)  # 0.4 ms > 0.25 ms: check it
+    assert not latency.safe("xgboost", 10, budget_ms=1.0)  # learned per family
+    latency.observe("mlp", 40, 0.01)  # an MLP's latency does not grow with epochs: never extrapolated
+    assert not latency.safe("mlp", 40, budget_ms=1.0)
+
+
+def test_a_family_past_its_share_of_the_budget_is_not_started_again_while_another_is_better() -> None:
+    from fabric.search import FamilyShare
+
+    shares = FamilyShare(budget_s=60, families=3, higher_is_better=False)  # a share is 20 s; RMSE
+    shares.finished("xgboost", 540.0)
+    shares.spend("xgboost", 5.0)
+    shares.finished("mlp", 560.0)
+    shares.spend("mlp", 19.0)
+    assert not shares.over("mlp")  # within its share
+    shares.spend("mlp", 2.0)
+    assert shares.over("mlp")  # past it, and behind xgboost
+    shares.finished("mlp", 530.0)
+    assert not shares.over("mlp")  # it holds the best value: it may go on
+    assert not shares.over("lightgbm")  # nothing spent
+    only = FamilyShare(budget_s=60, families=1, higher_is_better=True)
+    only.finished("mlp", 0.9)
+    only.spend("mlp", 100.0)
+    assert not only.over("mlp")  # no other family to give the time to
+    assert not FamilyShare(budget_s=None, families=3, higher_is_better=True).over("mlp")  # no budget: no shares
