@@ -143,8 +143,6 @@ def promote(address: str, source: str, target: str, endpoint: str | None = None,
     with dst_registry.stage() as staged:
         for name in digests:
             shutil.copy2(version.path / name, staged / name)
-        if evidence.digests(staged) != digests:
-            raise PromotionRefused(f"{origin}: the copy's bytes differ from the source's; promotion refused, nothing changed")
         # no alias yet: until the pin is written, nothing may serve or point at the copy
         copied = dst_registry.register(
             version.name, staged, replace(version.lineage, parent=origin, promoted_from=origin, stack=target),
@@ -158,7 +156,8 @@ def promote(address: str, source: str, target: str, endpoint: str | None = None,
                "approvals": list(version.lineage.approvals), "rules": EVIDENCE_RULES, "sha256": digests}  # fmt: skip
     published = False
     try:
-        if evidence.digests(copied.path) != digests:
+        # the registry hashed the copy's bytes as it registered them: no need to read them again
+        if {name: meta.get("sha256") for name, meta in copied.artifacts.items()} != digests:
             raise PromotionRefused(f"{copied.address} in {target}: artifact bytes differ from {origin}; promotion refused")
         if remote is not None:
             remote._check_bucket()  # a missing bucket is a plain refusal, nothing to undo
