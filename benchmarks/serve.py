@@ -4,6 +4,7 @@ Servers (each one uvicorn worker, uvloop + httptools, pinned to CPU 0; the load 
   constant        an ASGI app answering a constant: the generator's own floor
   bare            Starlette + ONNX Runtime, the same model, nothing else (the bare floor)
   fabric-<model>  this project's server with everything on: schema validation, metrics, capture
+                  (and its micro-batching of concurrent requests, fabric/serving/batching.py)
 Models: a 200-tree LightGBM (fp32; integer precisions do not apply to tree ensembles) and a
 3x256 MLP in fp32 and INT8.
 

@@ -369,3 +369,75 @@ def test_capture_rate_the_stack_sets_wins_else_the_specs(deployer: LocalDeployer
     httpx.post(f"{result.url}/admin/flush", json={})
     state = httpx.get(f"{result.url}/admin/state").json()
     assert state["capture_rate"] == served_rate and state["captured"] == captured
+
+
+def _asgi_invocations(server, bodies: list[bytes]) -> list[tuple[int, dict]]:
+    """Send `bodies` to the ASGI app at once, as one event loop turn of concurrent connections would."""
+    import asyncio
+
+    async def one(body: bytes) -> tuple[int, dict]:
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "path": "/invocations", "method": "POST", "client": ("127.0.0.1", 1),
+                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}  # fmt: skip
+        await server(scope, receive, send)
+        return sent[0]["status"], json.loads(sent[1]["body"])
+
+    async def all_at_once() -> list[tuple[int, dict]]:
+        return await asyncio.gather(*(one(body) for body in bodies))
+
+    return asyncio.run(all_at_once())
+
+
+def _varied_record(version: ModelVersion, i: int) -> dict:
+    """The i-th of a spread of records: every numeric feature scaled, categories taken in turn."""
+    schema = json.loads((version.path / "schema.json").read_text())
+    return {f["name"]: (f["categories"][i % len(f["categories"])] if f["kind"] == "categorical" else 0.5 + 37.0 * i * (1 + j % 3))
+            for j, f in enumerate(schema["features"])}  # fmt: skip
+
+
+def test_concurrent_requests_share_one_model_call_and_each_gets_its_own_rows(trained) -> None:
+    from fabric.serving.app import ModelServer
+
+    _, v1, _ = trained
+    server = ModelServer()
+    server.slots["champion"] = LoadedModel.load(v1.path, v1.address)
+    rows = [_varied_record(v1, i) for i in range(10)]
+    requests = [[row] for row in rows[:8]] + [rows[8:]]
+    answers = _asgi_invocations(server, [json.dumps({"records": r}).encode() for r in requests])
+
+    alone = LoadedModel.load(v1.path, v1.address)  # the same model scoring each request by itself
+    expected = [alone.predict(alone.decode(json.dumps({"records": r}).encode(), "application/json")[0]) for r in requests]
+    assert len({round(float(e[0]), 6) for e in expected}) >= 4  # rows that score differently: a mix-up would show
+    assert [status for status, _ in answers] == [200] * len(requests)
+    for (_, body), want in zip(answers, expected, strict=True):
+        assert body["predictions"] == pytest.approx(want.tolist(), abs=1e-6)
+    state = server.state()["batching"]["champion"]
+    assert state == {"requests": len(requests), "model_calls": 1}
+    metrics = server.metrics.render(server._model_calls())
+    assert f'fabric_model_calls_total{{version="{v1.address}",slot="champion"}} 1' in metrics
+    assert f'fabric_requests_total{{version="{v1.address}",slot="champion"}} {len(requests)}' in metrics
+
+
+def test_a_request_that_breaks_the_joint_call_fails_alone(trained, variants) -> None:
+    """fraud:4 fails on any call of two rows or more: the batch of single-row requests is scored
+    again one by one, and only the two-row request answers 500."""
+    from fabric.serving.app import ModelServer
+
+    _, v1, _ = trained
+    broken = variants[1]
+    server = ModelServer()
+    server.slots["champion"] = LoadedModel.load(broken.path, broken.address)
+    single = json.dumps({"records": [_record(v1)]}).encode()
+    double = json.dumps({"records": [_record(v1)] * 2}).encode()
+    answers = _asgi_invocations(server, [single, single, double, single])
+    assert [status for status, _ in answers] == [200, 200, 500, 200]
+    assert "failed" in answers[2][1]["error"]
+    assert answers[0][1]["predictions"] == answers[3][1]["predictions"]
+    assert server.state()["series"][f"champion/{broken.address}"]["errors"] == 1

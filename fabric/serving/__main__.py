@@ -7,6 +7,7 @@ both are the defaults here, so the same image serves on every backend."""
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 from pathlib import Path
 
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         server.slots["champion"] = LoadedModel.load(args.model_dir, args.version, args.stack)
     except (OSError, ValueError, FabricError) as exc:
         raise SystemExit(f"error: --model-dir={args.model_dir}: {exc}") from None
+    gc.freeze()  # what is loaded now lives as long as the server: full collections need not walk it
     uvicorn.run(server, host=args.host, port=args.port, loop="uvloop", http="httptools", access_log=False,
                 log_level="warning", lifespan="on", workers=1)  # fmt: skip
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from fabric.serving.capture import Capture
 from fabric.serving.metrics import Metrics
@@ -63,7 +64,7 @@ class ModelServer:
                 body = {"status": "healthy" if ok else "no model", "model": self._version("champion")}
                 await _respond(send, 200 if ok else 503, body)
             elif path == "/metrics" and method == "GET":
-                await _respond_text(send, 200, self.metrics.render(), b"text/plain; version=0.0.4")
+                await _respond_text(send, 200, self.metrics.render(self._model_calls()), b"text/plain; version=0.0.4")
             elif path.startswith("/admin/"):
                 await self._admin(scope, receive, send)
             else:
@@ -110,30 +111,31 @@ class ModelServer:
         request_id = headers.get(b"x-request-id", b"").decode("latin-1") or f"{self._id_prefix}{next(self._ids):016x}"
         try:
             X, records = model.decode(body, headers.get(b"content-type", b"").decode("latin-1"))
+            lookups = model.last_lookups  # read now: other requests decode on this model while this one waits
         except BadRequest:  # the caller's fault: counted as a request and a bad request, not a model error
             self.metrics.observe(model.version, slot, (time.perf_counter() - start) * 1e3, 0)
             raise
         try:
-            scores = model.predict(X).tolist()
+            scores = (await model.batcher.score(X)).tolist()
         except Exception as exc:  # noqa: BLE001 - a broken model answers 500 and is counted, the server lives on
             self.metrics.observe(model.version, slot, (time.perf_counter() - start) * 1e3, len(records), error=True)
             await _respond(send, 500, {"error": f"model {model.version} failed: {type(exc).__name__}: {exc}"})
             return
-        payload = json.dumps({"predictions": scores, "model": model.version, "request_id": request_id})
-        await _respond_raw(send, 200, payload.encode(), [*JSON_HEADERS, (b"x-request-id", request_id.encode())])
+        payload = orjson.dumps({"predictions": scores, "model": model.version, "request_id": request_id})
+        await _respond_raw(send, 200, payload, [*JSON_HEADERS, (b"x-request-id", request_id.encode())])
         self.metrics.observe(model.version, slot, (time.perf_counter() - start) * 1e3, len(records))
         if self.capture is not None:
-            self.capture.offer(request_id, model.version, slot, records, scores, getattr(model, "last_lookups", None))
+            self.capture.offer(request_id, model.version, slot, records, scores, lookups)
         shadow = self.slots["shadow"]
         if shadow is not None and slot == "champion":
-            self._score_shadow(shadow, body, headers, X, scores)
+            await self._score_shadow(shadow, body, headers, X, scores)
 
-    def _score_shadow(self, shadow: LoadedModel, body: bytes, headers: dict, X: np.ndarray, scores: list[float]) -> None:
+    async def _score_shadow(self, shadow: LoadedModel, body: bytes, headers: dict, X: np.ndarray, scores: list[float]) -> None:
         start = time.perf_counter()
         try:
             if shadow.schema != self.slots["champion"].schema:  # type: ignore[union-attr]
                 X, _ = shadow.decode(body, headers.get(b"content-type", b"").decode("latin-1"))
-            shadow_scores = shadow.predict(X)
+            shadow_scores = await shadow.batcher.score(X)
             error = False
         except Exception:  # noqa: BLE001 - the shadow never affects the answer
             shadow_scores, error = None, True
@@ -161,6 +163,9 @@ class ModelServer:
         model = self.slots[slot]
         return model.version if model else None
 
+    def _model_calls(self) -> dict[tuple[str, str], int]:
+        return {(model.version, slot): model.batcher.calls for slot, model in self.slots.items() if model is not None}
+
     def state(self) -> dict[str, Any]:
         compared = self.metrics.shadow_compared
         return {
@@ -172,6 +177,8 @@ class ModelServer:
                 "mean_abs_diff": self.metrics.shadow_abs_diff_sum / compared if compared else None,
                 "max_abs_diff": self.metrics.shadow_abs_diff_max if compared else None,
             },
+            "batching": {slot: {"requests": model.batcher.requests, "model_calls": model.batcher.calls}
+                         for slot, model in self.slots.items() if model is not None},  # fmt: skip
             "captured": self.capture.written if self.capture else 0,
             "capture_rate": self.capture.rate if self.capture else 0.0,
         }

@@ -2,7 +2,8 @@
 one file per UTC hour under `<endpoint>/capture/`.
 
 Line: {"ts", "request_id", "model", "slot", "features": {name: raw value}, "prediction"}.
-Lines are buffered and written in batches (a write per request would cost more than the model).
+Lines are buffered and written in batches (a write per request would cost more than the model),
+and encoded with orjson (7 us a line with the standard library's encoder, 0.5 us with orjson).
 """
 
 from __future__ import annotations
@@ -14,9 +15,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 FLUSH_LINES = 256
-# built once: json.dumps with keyword arguments builds a new encoder on every call
-_encode = json.JSONEncoder(separators=(",", ":"), default=str).encode
+# the standard library's encoder, built once, for what orjson refuses (an integer past 64 bits)
+_encode_slowly = json.JSONEncoder(separators=(",", ":"), default=str).encode
+
+
+def _encode(line: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(line, default=str)
+    except TypeError:
+        return _encode_slowly(line).encode()
 
 
 class Capture:
@@ -24,7 +34,7 @@ class Capture:
         self.folder, self.rate = folder, rate
         self.folder.mkdir(parents=True, exist_ok=True)
         self._random = random.Random(seed)
-        self._lines: list[str] = []
+        self._lines: list[bytes] = []
         self.written = 0
         self._second, self._second_text = -1, ""
 
@@ -57,7 +67,7 @@ class Capture:
         if not self._lines:
             return
         name = datetime.now(UTC).strftime("%Y%m%dT%H") + ".jsonl"
-        with open(self.folder / name, "a", encoding="utf-8") as out:
-            out.write("\n".join(self._lines) + "\n")
+        with open(self.folder / name, "ab") as out:
+            out.write(b"\n".join(self._lines) + b"\n")
         self.written += len(self._lines)
         self._lines.clear()

@@ -57,7 +57,9 @@ class Metrics:
             }  # fmt: skip
         return out
 
-    def render(self) -> str:
+    def render(self, model_calls: dict[tuple[str, str], int] | None = None) -> str:
+        """The text exposition; `model_calls` (per loaded version and slot) are ONNX Runtime calls,
+        fewer than requests when concurrent requests were micro-batched."""
         lines = [
             "# HELP fabric_requests_total Invocations answered, per model version and slot.",
             "# TYPE fabric_requests_total counter",
@@ -70,6 +72,10 @@ class Metrics:
         lines += ["# HELP fabric_rows_total Rows scored.", "# TYPE fabric_rows_total counter"]
         for (version, slot), s in self.series.items():
             lines.append(f'fabric_rows_total{{version="{version}",slot="{slot}"}} {s.rows}')
+        lines += ["# HELP fabric_model_calls_total Model (ONNX Runtime) calls; requests over calls is the mean micro-batch.",
+                  "# TYPE fabric_model_calls_total counter"]  # fmt: skip
+        for (version, slot), calls in (model_calls or {}).items():
+            lines.append(f'fabric_model_calls_total{{version="{version}",slot="{slot}"}} {calls}')
         lines += [
             "# HELP fabric_request_duration_ms Time in the server per invocation (decode, predict, encode).",
             "# TYPE fabric_request_duration_ms histogram",

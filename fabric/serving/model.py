@@ -10,13 +10,15 @@ import csv
 import io
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from fabric.data.schema import UNSEEN, FeatureSchema
+from fabric.serving.batching import MicroBatcher
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -37,6 +39,10 @@ class LoadedModel:
     path: Path
 
     features: Any = None  # fabric.features.online.OnlineFeatures when the model was trained on feature tables
+    batcher: MicroBatcher = field(init=False, repr=False)  # how requests reach `predict` (see batching.py)
+
+    def __post_init__(self) -> None:
+        self.batcher = MicroBatcher(self.predict)
 
     @classmethod
     def load(cls, path: Path, version: str, stack: str | None = None) -> LoadedModel:
@@ -86,11 +92,9 @@ class LoadedModel:
 
     def _json_records(self, body: bytes) -> list[dict[str, Any]]:
         try:
-            payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"the body is not valid JSON ({exc})") from None
-        except RecursionError:
-            raise BadRequest("the JSON body is nested too deeply; send a flat list of records") from None
+            payload = orjson.loads(body)  # 1.2 us for a 12-feature record; the standard library takes 6.5
+        except orjson.JSONDecodeError:  # NaN, integers past 64 bits: the standard library reads them, or says why not
+            payload = _loads_slowly(body)
         if isinstance(payload, dict) and "rows" in payload:
             rows = payload["rows"]
             if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
@@ -159,6 +163,15 @@ class LoadedModel:
                 if not isinstance(value, str | int) or isinstance(value, bool):
                     raise BadRequest(f"records[{i}].{name}={value!r} must be a string category", 422)
                 out[j] = self._index[name].get(str(value), UNSEEN)
+
+
+def _loads_slowly(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"the body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BadRequest("the JSON body is nested too deeply; send a flat list of records") from None
 
 
 def _csv_number(name: str, row: int, text: str) -> float:
