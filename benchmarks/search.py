@@ -196,16 +196,21 @@ def main() -> None:
                         clock = time.monotonic()
                         rows.append(run_one(name, specs[name], budget, method, Path(tmp), seed))
                         print(f"# {name} seed {seed} {method} {budget:g}s done in {time.monotonic() - clock:.0f}s", file=sys.stderr)
+                        write(rows, args.out)  # after every row: an interrupted run keeps what it measured
     print_table(rows)
+    print(json.dumps(write(rows, args.out)["verdicts"]))
+    print(f"wrote {args.out}")
+
+
+def write(rows: list[Row], out: Path) -> dict[str, Any]:
     result = {
         "machine": {"python": platform.python_version(), "cpu": platform.processor() or platform.machine()},
         "rows": [{**r.__dict__, "overrun": round(r.overrun, 4)} for r in rows],
         "verdicts": verdicts(rows),
     }
-    print(json.dumps(result["verdicts"]))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    return result
 
 
 if __name__ == "__main__":
