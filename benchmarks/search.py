@@ -190,8 +190,8 @@ def main() -> None:
     specs = dataset_specs()
     with tempfile.TemporaryDirectory() as tmp:
         for budget in args.budgets:
-            for name in args.datasets:
-                for seed in args.seeds:
+            for seed in args.seeds:  # seed-major: a long run stopped early has whole seeds
+                for name in args.datasets:
                     for method in ("fabric", "baseline"):
                         clock = time.monotonic()
                         rows.append(run_one(name, specs[name], budget, method, Path(tmp), seed))
