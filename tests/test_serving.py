@@ -419,15 +419,15 @@ def test_concurrent_requests_share_one_model_call_and_each_gets_its_own_rows(tra
     for (_, body), want in zip(answers, expected, strict=True):
         assert body["predictions"] == pytest.approx(want.tolist(), abs=1e-6)
     state = server.state()["batching"]["champion"]
-    assert state == {"requests": len(requests), "model_calls": 1}
+    assert state == {"joint": True, "requests": len(requests), "model_calls": 1}
     metrics = server.metrics.render(server._model_calls())
     assert f'fabric_model_calls_total{{version="{v1.address}",slot="champion"}} 1' in metrics
     assert f'fabric_requests_total{{version="{v1.address}",slot="champion"}} {len(requests)}' in metrics
 
 
-def test_a_request_that_breaks_the_joint_call_fails_alone(trained, variants) -> None:
-    """fraud:4 fails on any call of two rows or more: the batch of single-row requests is scored
-    again one by one, and only the two-row request answers 500."""
+def test_a_graph_that_cannot_score_rows_together_gets_a_call_per_request(trained, variants) -> None:
+    """fraud:4 fails on any call of two rows or more: its load probe finds that, so single-row
+    requests keep working and only the two-row request answers 500."""
     from fabric.serving.app import ModelServer
 
     _, v1, _ = trained
@@ -441,3 +441,63 @@ def test_a_request_that_breaks_the_joint_call_fails_alone(trained, variants) -> 
     assert "failed" in answers[2][1]["error"]
     assert answers[0][1]["predictions"] == answers[3][1]["predictions"]
     assert server.state()["series"][f"champion/{broken.address}"]["errors"] == 1
+    assert server.state()["batching"]["champion"] == {"joint": False, "requests": 4, "model_calls": 4}
+
+
+def test_a_failed_joint_call_is_scored_request_by_request() -> None:
+    """A joint call that raises (here: a row of 13s, which the predict function refuses) is retried
+    one request at a time: the request holding the bad row gets the error, the others their scores."""
+    import asyncio
+
+    from fabric.serving.batching import MicroBatcher
+
+    def predict(X: np.ndarray) -> np.ndarray:
+        if (X == 13).all(axis=1).any():
+            raise ValueError("row of 13s")
+        return X.sum(axis=1)
+
+    batcher = MicroBatcher(predict)
+
+    async def three_requests() -> list:
+        inputs = [np.ones((1, 2), np.float32), np.full((1, 2), 13, np.float32), np.array([[2, 3], [4, 5]], np.float32)]
+        return await asyncio.gather(*(batcher.score(X) for X in inputs), return_exceptions=True)
+
+    good, bad, pair = asyncio.run(three_requests())
+    assert good.tolist() == [2.0] and pair.tolist() == [5.0, 9.0]
+    assert isinstance(bad, ValueError)
+    assert (batcher.requests, batcher.calls) == (3, 3)  # the failed joint call is not counted
+
+
+def _tiny_mlp(width: int = 6) -> bytes:
+    """A two-layer float32 MLP graph [N, width] -> [N, 1]."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    weights = [numpy_helper.from_array(rng.normal(size=shape).astype(np.float32), name)
+               for name, shape in (("w1", (width, 32)), ("w2", (32, 1)))]  # fmt: skip
+    nodes = [helper.make_node("MatMul", ["input", "w1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("MatMul", ["r", "w2"], ["logit"]), helper.make_node("Sigmoid", ["logit"], ["score"])]  # fmt: skip
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, width])],
+                              [helper.make_tensor_value_info("score", TensorProto.FLOAT, [None, 1])], weights)  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_a_dynamically_quantized_graph_is_not_batched() -> None:
+    """INT8 dynamic quantization picks one activation scale per call: batched, a row's score would
+    depend on its neighbours. The probe keeps such a graph on one call per request."""
+    from fabric.latency import session
+    from fabric.quantize import quantize_int8
+    from fabric.serving.batching import scores_rows_alone
+
+    probe = np.random.default_rng(0).normal(0, 3, size=(8, 6)).astype(np.float32)
+    fp32, int8 = session(_tiny_mlp()), session(quantize_int8(_tiny_mlp()))
+    assert any(n.op_type == "DynamicQuantizeLinear" for n in onnx.load_from_string(quantize_int8(_tiny_mlp())).graph.node)
+
+    def predictor(sess):  # noqa: ANN001, ANN202
+        return lambda X: sess.run(None, {"input": X})[0].reshape(-1)
+
+    together = predictor(int8)(probe)
+    alone = np.concatenate([predictor(int8)(probe[i : i + 1]) for i in range(8)])
+    assert np.abs(together - alone).max() > 1e-4  # what batching would do to its answers
+    assert scores_rows_alone(predictor(fp32), probe) is True
+    assert scores_rows_alone(predictor(int8), probe) is False

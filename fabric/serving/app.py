@@ -177,7 +177,7 @@ class ModelServer:
                 "mean_abs_diff": self.metrics.shadow_abs_diff_sum / compared if compared else None,
                 "max_abs_diff": self.metrics.shadow_abs_diff_max if compared else None,
             },
-            "batching": {slot: {"requests": model.batcher.requests, "model_calls": model.batcher.calls}
+            "batching": {slot: {"joint": model.batcher.joint, "requests": model.batcher.requests, "model_calls": model.batcher.calls}
                          for slot, model in self.slots.items() if model is not None},  # fmt: skip
             "captured": self.capture.written if self.capture else 0,
             "capture_rate": self.capture.rate if self.capture else 0.0,

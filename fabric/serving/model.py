@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 
 from fabric.data.schema import UNSEEN, FeatureSchema
-from fabric.serving.batching import MicroBatcher
+from fabric.serving.batching import MicroBatcher, scores_rows_alone
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -60,7 +60,16 @@ class LoadedModel:
         if (path / "features.json").is_file():  # entity ids are completed from the online store
             model.features = _online_features(path, stack)
         model.predict(np.zeros((1, len(schema.features)), dtype=np.float32))  # first run allocates
+        model.batcher.joint = scores_rows_alone(model.predict, model._probe())
         return model
+
+    def _probe(self, rows: int = 8) -> np.ndarray:
+        """Rows the model can score: spread numeric values and valid category codes, seeded."""
+        X = np.random.default_rng(0).normal(0.0, 3.0, size=(rows, len(self._kinds))).astype(np.float32)
+        for j, f in enumerate(self.schema.features):
+            if f.kind == "categorical":
+                X[:, j] = np.arange(rows) % max(len(f.categories), 1)
+        return X
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.session.run(None, {"input": X})[0].reshape(-1)
