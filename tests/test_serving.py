@@ -318,7 +318,7 @@ def test_shadow_with_other_weights_records_diff_and_latency_and_answers_from_the
 
     # the diff the server recorded is the one between the two models' own scores
     shadow_model = LoadedModel.load(challenger.path, challenger.address)
-    X, _ = shadow_model.decode(json.dumps({"records": records}).encode(), "application/json")
+    X, _, _ = shadow_model.decode(json.dumps({"records": records}).encode(), "application/json")
     diffs = np.abs(np.array(alone) - shadow_model.predict(X))
     assert diffs.min() > 1e-3
     state = httpx.get(f"{url}/admin/state").json()

@@ -110,8 +110,7 @@ class ModelServer:
                 slot, model = "canary", canary
         request_id = headers.get(b"x-request-id", b"").decode("latin-1") or f"{self._id_prefix}{next(self._ids):016x}"
         try:
-            X, records = model.decode(body, headers.get(b"content-type", b"").decode("latin-1"))
-            lookups = model.last_lookups  # read now: other requests decode on this model while this one waits
+            X, records, lookups = model.decode(body, headers.get(b"content-type", b"").decode("latin-1"))
         except BadRequest:  # the caller's fault: counted as a request and a bad request, not a model error
             self.metrics.observe(model.version, slot, (time.perf_counter() - start) * 1e3, 0)
             raise
@@ -134,7 +133,7 @@ class ModelServer:
         start = time.perf_counter()
         try:
             if shadow.schema != self.slots["champion"].schema:  # type: ignore[union-attr]
-                X, _ = shadow.decode(body, headers.get(b"content-type", b"").decode("latin-1"))
+                X, _, _ = shadow.decode(body, headers.get(b"content-type", b"").decode("latin-1"))
             shadow_scores = await shadow.batcher.score(X)
             error = False
         except Exception:  # noqa: BLE001 - the shadow never affects the answer

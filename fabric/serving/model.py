@@ -75,8 +75,9 @@ class LoadedModel:
         return self.session.run(None, {"input": X})[0].reshape(-1)
 
     # -- decoding ---------------------------------------------------------------------------
-    def decode(self, body: bytes, content_type: str) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """The request as float32 [N, F] plus the raw records (for capture)."""
+    def decode(self, body: bytes, content_type: str) -> tuple[np.ndarray, list[dict[str, Any]], list[dict[str, Any] | None] | None]:
+        """The request as float32 [N, F], the raw records (for capture) and, for a model on feature
+        tables, what the online store answered for each record (for the skew check), else None."""
         kind = content_type.split(";", 1)[0].strip().lower()
         if kind == "application/json":
             records = self._json_records(body)
@@ -88,16 +89,16 @@ class LoadedModel:
             )
         if not records:
             raise BadRequest("the request has no rows; send at least one record")
-        self.last_lookups = None
+        lookups = None
         if self.features is not None:
             done = self.features.complete(records)
             if done.missing:
                 raise BadRequest(f"unknown entity id(s) {done.missing[:5]}: the online store has no features for them", 404)
-            records, self.last_lookups = done.records, done.lookups
+            records, lookups = done.records, done.lookups
         X = np.empty((len(records), len(self._kinds)), dtype=np.float32)
         for i, record in enumerate(records):
             self._encode_row(i, record, X[i])
-        return X, records
+        return X, records, lookups
 
     def _json_records(self, body: bytes) -> list[dict[str, Any]]:
         try:
