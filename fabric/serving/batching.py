@@ -59,13 +59,12 @@ class MicroBatcher:
         if len(batch) == 1:
             self._score_each(batch)
             return
-        self.calls += 1
         try:
             scores = self._predict(np.concatenate([X for X, _ in batch]))
         except Exception:  # noqa: BLE001 - find the request that breaks the model; the others still get answers
-            self.calls -= 1
             self._score_each(batch)
             return
+        self.calls += 1
         start = 0
         for X, future in batch:
             end = start + len(X)
