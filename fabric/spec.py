@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator,
+                      model_validator)
 from pydantic.alias_generators import to_camel
 
 from fabric.errors import SpecError
@@ -247,6 +248,8 @@ class PipelineSpec(_Strict):
     serving: ServingSpec = ServingSpec()
     drift: DriftSpec = DriftSpec()
     features: FeaturesSpec | None = None
+    # resolved file path -> as the spec file wrote it (see resolve_source and spec_hash)
+    _written_paths: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -289,8 +292,20 @@ class PipelineSpec(_Strict):
         return METRICS[self.metric][1]
 
     def spec_hash(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """A hash of the spec as written: file paths that loading made absolute count as the spec file
+        wrote them, so the same spec in another checkout, or in a pod, has the same hash (and so the
+        same study name and lineage). What the files hold is the dataset fingerprint's business."""
+        written = _as_written(self.model_dump(mode="json"), self._written_paths)
+        canonical = json.dumps(written, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _as_written(value: Any, written_paths: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _as_written(v, written_paths) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_written(v, written_paths) for v in value]
+    return written_paths.get(value, value) if isinstance(value, str) else value
 
 
 # ---------------------------------------------------------------------------------------------
@@ -615,23 +630,32 @@ def _absolute(path: str, base: Path) -> str:
 
 def resolve_source(spec: PipelineSpec, base: Path) -> PipelineSpec:
     """Make file paths (the data source, a features module, table sources and transformation files)
-    absolute, relative to the spec file's folder."""
+    absolute, relative to the spec file's folder; the spec remembers how they were written."""
+    written: dict[str, str] = {}
+
+    def absolute(path: str) -> str:
+        resolved = _absolute(path, base)
+        written[resolved] = path
+        return resolved
+
     if _is_file_path(spec.data.source):
-        spec = spec.model_copy(update={"data": spec.data.model_copy(update={"source": _absolute(spec.data.source, base)})})
-    if spec.features is None:
-        return spec
-    features = spec.features
-    tables = []
-    for table in features.tables:
-        update: dict[str, Any] = {}
-        if _is_file_path(table.source):
-            update["source"] = _absolute(table.source, base)
-        module, _, function = (table.transformation or "").rpartition(":")
-        if module.endswith(".py"):
-            update["transformation"] = f"{_absolute(module, base)}:{function}"
-        tables.append(table.model_copy(update=update))
-    module = _absolute(features.module, base) if features.module else None
-    return spec.model_copy(update={"features": features.model_copy(update={"tables": tables, "module": module})})
+        spec = spec.model_copy(update={"data": spec.data.model_copy(update={"source": absolute(spec.data.source)})})
+    if spec.features is not None:
+        features = spec.features
+        tables = []
+        for table in features.tables:
+            update: dict[str, Any] = {}
+            if _is_file_path(table.source):
+                update["source"] = absolute(table.source)
+            module, _, function = (table.transformation or "").rpartition(":")
+            if module.endswith(".py"):
+                update["transformation"] = absolute(module) + f":{function}"
+                written[update["transformation"]] = table.transformation
+            tables.append(table.model_copy(update=update))
+        module = absolute(features.module) if features.module else None
+        spec = spec.model_copy(update={"features": features.model_copy(update={"tables": tables, "module": module})})
+    spec._written_paths = {**spec._written_paths, **written}
+    return spec
 
 
 def project_root(start: Path | None = None) -> Path:

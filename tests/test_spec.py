@@ -28,6 +28,30 @@ def test_spec_hash_is_stable_and_sensitive(tmp_path: Path) -> None:
     assert a.spec_hash() != b.spec_hash()
 
 
+
+def test_spec_hash_counts_file_paths_as_written_not_where_the_checkout_lies(tmp_path: Path) -> None:
+    table = {"name": "scores", "source": "tables/scores.csv", "transformation": "shape.py:build",
+             "features": [{"name": "score"}]}  # fmt: skip
+    overrides = {"data": {"source": "data/rows.csv", "target": "y"},
+                 "features": {"entity": "user", "tables": [table]}}  # fmt: skip
+    by_module = {"features": {"entity": "user", "module": "feats.py"}}
+    specs = []
+    for checkout in ("a", "deeper/b"):
+        folder = tmp_path / checkout
+        (folder / "m").mkdir(parents=True)
+        specs.append(load_pipeline(write_spec(folder, **overrides)))
+        specs.append(load_pipeline(write_spec(folder / "m", **by_module)))
+    a, a_module, b, b_module = specs
+    assert a_module.features is not None and a_module.features.module == str(tmp_path / "a" / "m" / "feats.py")
+    assert a_module.spec_hash() == b_module.spec_hash() != a.spec_hash()
+    assert a.data.source == str(tmp_path / "a" / "data" / "rows.csv")  # loading still makes paths absolute
+    assert a.features is not None and a.features.tables[0].transformation == f"{tmp_path / 'a' / 'shape.py'}:build"
+    assert a.data.source != b.data.source
+    assert a.spec_hash() == b.spec_hash()  # same spec, same study name and lineage, wherever it lies
+    assert a.model_copy(update={"task": "regression"}).spec_hash() != a.spec_hash()  # copies keep hashing content
+    moved = load_pipeline(write_spec(tmp_path / "a", **{**overrides, "data": {**overrides["data"], "source": "rows.csv"}}))
+    assert moved.spec_hash() != a.spec_hash()  # another path as written is another spec
+
 @pytest.mark.parametrize(
     ("override", "message"),
     [
