@@ -134,20 +134,22 @@ def run_one(name: str, raw: dict[str, Any], budget: float, method: str, workdir:
 
 
 def verdicts(rows: list[Row]) -> dict[str, Any]:
-    """Overrun and latency per row; the validation metric compared as the mean over seeds, since
-    one seed's best-of-N on a small validation split is mostly luck."""
+    """Overrun and latency per row; the validation metric compared as the mean over the seeds both
+    methods ran, since one seed's best-of-N on a small validation split is mostly luck."""
     fabric = [r for r in rows if r.method == "fabric"]
     keys = sorted({(r.dataset, r.budget_s) for r in rows})
     comparison = {}
     for dataset, budget in keys:
         by_seed = {m: {r.seed: r.best_validation for r in rows if (r.dataset, r.budget_s, r.method) == (dataset, budget, m)}
                    for m in ("fabric", "baseline")}  # fmt: skip
-        mean = {m: float(np.mean(list(values.values()))) for m, values in by_seed.items()}
+        seeds = sorted(by_seed["fabric"].keys() & by_seed["baseline"].keys())
+        if not seeds:  # a run cut short after one method's row: nothing to compare yet
+            continue
+        mean = {m: float(np.mean([values[s] for s in seeds])) for m, values in by_seed.items()}
         higher = next(r.metric for r in rows if r.dataset == dataset) not in ("rmse", "mae")
         ok = mean["fabric"] >= mean["baseline"] if higher else mean["fabric"] <= mean["baseline"]
         # paired by seed (same splits, same seed): fabric's advantage, in the metric's better direction
-        gains = [(1 if higher else -1) * (by_seed["fabric"][s] - by_seed["baseline"][s])
-                 for s in sorted(by_seed["fabric"].keys() & by_seed["baseline"].keys())]  # fmt: skip
+        gains = [(1 if higher else -1) * (by_seed["fabric"][s] - by_seed["baseline"][s]) for s in seeds]
         stderr = float(np.std(gains, ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else float("nan")
         comparison[f"{dataset}@{budget:g}s"] = {
             "fabric": round(mean["fabric"], 5), "baseline": round(mean["baseline"], 5), "ok": ok,
@@ -156,7 +158,7 @@ def verdicts(rows: list[Row]) -> dict[str, Any]:
     return {
         "overrun_within_10pct": all(r.overrun <= 0.10 for r in fabric),
         "p99_within_budget": all(r.p99_ms <= r.latency_budget_ms for r in fabric),
-        "validation_at_least_baseline": all(c["ok"] for c in comparison.values()),
+        "validation_at_least_baseline": bool(comparison) and all(c["ok"] for c in comparison.values()),
         "validation_mean_over_seeds": comparison,
     }
 
