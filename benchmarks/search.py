@@ -1,13 +1,17 @@
 """Latency-aware search against Optuna's defaults, side by side in one run.
 
 For each wall-clock budget and data set, two searches run on the same splits:
-  fabric    TPE (multivariate), per-family median pruning, latency budget enforced during search,
-            trials cut at the deadline
+  fabric    TPESampler(seed), per-family median pruning, each family's share of the budget,
+            latency budget enforced during search, trials cut at the deadline
   baseline  Optuna's defaults: TPESampler(seed), no pruning, no latency awareness, trials awaited
 Each winner is then refit on train+validation and scored on the held-out test split.
 
     python benchmarks/search.py                      # 60 s and 300 s budgets, every data set
     python benchmarks/search.py --budgets 60 --datasets fraud default
+    python benchmarks/search.py --jobs 2             # each pair's two searches at once, one per core
+
+Every family fits, predicts and is timed on one thread, so with `--jobs 2` on a 2-core machine the
+two methods of a pair run side by side under the same load, in half the wall time.
 
 Data: the embedded fraud generator (100k rows), ISLP's Caravan and Default, plotnine's diamonds,
 read from the CSV files those packages ship (`make bench` installs them; nothing is downloaded).
@@ -17,7 +21,9 @@ Prints a table and writes benchmarks/results/search.json.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import importlib.util
+import multiprocessing
 import json
 import platform
 import sys
@@ -39,7 +45,8 @@ from fabric.spec import PipelineSpec  # noqa: E402
 from fabric.train import refit  # noqa: E402
 
 FAMILIES = ["lightgbm", "xgboost", "mlp"]
-BASELINE = SearchOptions(pruning=False, latency_aware=False, cut_trials=False, tuned_sampler=False)
+METHODS = ("fabric", "baseline")
+BASELINE = SearchOptions(pruning=False, latency_aware=False, cut_trials=False)
 
 
 def _package_csv(package: str, *parts: str) -> Path:
@@ -150,10 +157,10 @@ def verdicts(rows: list[Row]) -> dict[str, Any]:
         ok = mean["fabric"] >= mean["baseline"] if higher else mean["fabric"] <= mean["baseline"]
         # paired by seed (same splits, same seed): fabric's advantage, in the metric's better direction
         gains = [(1 if higher else -1) * (by_seed["fabric"][s] - by_seed["baseline"][s]) for s in seeds]
-        stderr = float(np.std(gains, ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else float("nan")
+        stderr = round(float(np.std(gains, ddof=1) / np.sqrt(len(gains))), 5) if len(gains) > 1 else None
         comparison[f"{dataset}@{budget:g}s"] = {
             "fabric": round(mean["fabric"], 5), "baseline": round(mean["baseline"], 5), "ok": ok,
-            "paired_gain": round(float(np.mean(gains)), 5), "paired_gain_stderr": round(stderr, 5), "seeds": len(gains),
+            "paired_gain": round(float(np.mean(gains)), 5), "paired_gain_stderr": stderr, "seeds": len(gains),
         }  # fmt: skip
     return {
         "overrun_within_10pct": all(r.overrun <= 0.10 for r in fabric),
@@ -178,27 +185,44 @@ def print_table(rows: list[Row]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
 
 
+def _warm_up() -> None:
+    """Imports paid once per process, before any timed run, so neither method pays them."""
+    for family in FAMILIES:
+        get_family(family).warm_up()
+
+
+def run_pairs(args: argparse.Namespace, workdir: Path) -> list[Row]:
+    rows: list[Row] = []
+    specs = dataset_specs()
+    context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state in the workers
+    with concurrent.futures.ProcessPoolExecutor(args.jobs, mp_context=context, initializer=_warm_up) as pool:
+        if args.jobs > 1:  # start every worker (and its warm-up) before the first timed pair
+            list(pool.map(time.sleep, [0.5] * args.jobs))
+        for budget in args.budgets:
+            for seed in args.seeds:  # seed-major: a long run stopped early has whole seeds
+                for name in args.datasets:
+                    clock = time.monotonic()
+                    pair = [pool.submit(run_one, name, specs[name], budget, method, workdir, seed)
+                            for method in METHODS]  # fmt: skip
+                    for method, future in zip(METHODS, pair, strict=True):
+                        rows.append(future.result())
+                        print(f"# {name} seed {seed} {method} {budget:g}s done at {time.monotonic() - clock:.0f}s", file=sys.stderr)
+                    write(rows, args.out)  # after every pair: an interrupted run keeps what it measured
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budgets", type=float, nargs="+", default=[60, 300])
     parser.add_argument("--datasets", nargs="+", default=list(dataset_specs()), choices=list(dataset_specs()))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="each row is run once per seed")
+    parser.add_argument("--jobs", type=int, default=1, choices=[1, 2],
+                        help="2: run a pair's two searches at once, one per core (needs 2 idle cores)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "search.json")
     args = parser.parse_args()
 
-    for family in FAMILIES:  # imports paid once, before any timed run, so neither method pays them
-        get_family(family).warm_up()
-    rows: list[Row] = []
-    specs = dataset_specs()
     with tempfile.TemporaryDirectory() as tmp:
-        for budget in args.budgets:
-            for seed in args.seeds:  # seed-major: a long run stopped early has whole seeds
-                for name in args.datasets:
-                    for method in ("fabric", "baseline"):
-                        clock = time.monotonic()
-                        rows.append(run_one(name, specs[name], budget, method, Path(tmp), seed))
-                        print(f"# {name} seed {seed} {method} {budget:g}s done in {time.monotonic() - clock:.0f}s", file=sys.stderr)
-                        write(rows, args.out)  # after every row: an interrupted run keeps what it measured
+        rows = run_pairs(args, Path(tmp))
     print_table(rows)
     print(json.dumps(write(rows, args.out)["verdicts"]))
     print(f"wrote {args.out}")

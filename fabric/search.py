@@ -64,7 +64,6 @@ class SearchOptions:
     pruning: bool = True
     latency_aware: bool = True
     cut_trials: bool = True
-    tuned_sampler: bool = True  # False: TPESampler with Optuna's default settings
     latency_runs: int = 300
     # False for workers sharing a study: another worker's RUNNING trial is live, not stale, and the
     # budget is the run's shared deadline, not a ledger in the study (there is no single search to resume)
@@ -350,11 +349,11 @@ def run_search(
     multi = spec.multi_objective
     metric_direction = "maximize" if spec.higher_is_better else "minimize"
     name = name or study_name(spec, dataset)
-    if options.tuned_sampler:
-        # multivariate+group: the families' parameter sets are disjoint (conditional search space)
-        sampler = optuna.samplers.TPESampler(seed=spec.search.seed, multivariate=True, group=True, n_startup_trials=5)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=spec.search.seed)
+    # Optuna's default, independent TPE. The multivariate TPE (grouped by family) found a good region
+    # in fewer trials but then stayed in it: on ISLP's Default (300 s, seed 2) its last 300 trials lay
+    # around one XGBoost configuration (eta 0.036, AUC 0.9560) while independent TPE went on to a
+    # better one (eta 0.28, 0.9614); 20 random start-up trials instead of 5 did not change that.
+    sampler = optuna.samplers.TPESampler(seed=spec.search.seed)
     try:
         study = optuna.create_study(
             study_name=name,

@@ -327,3 +327,28 @@ def test_a_family_past_its_share_of_the_budget_is_not_started_again_while_anothe
     only.spend("mlp", 100.0)
     assert not only.over("mlp")  # no other family to give the time to
     assert not FamilyShare(budget_s=None, families=3, higher_is_better=True).over("mlp")  # no budget: no shares
+
+
+
+def test_the_search_proposes_what_optunas_default_tpe_proposes_from_the_same_trials(tmp_path: Path) -> None:
+    """Fabric samples as Optuna's defaults do (the benchmark's baseline), so what it gains over them
+    comes from what it prunes, cuts and times, not from a sampler that settles early (see run_search).
+    Replays the study through a plain TPESampler(seed): each proposal must be the one fabric made."""
+    import optuna
+
+    from fabric.families import get_family
+
+    families = ["lightgbm", "xgboost"]
+    # past TPE's 10 random start-up trials, so the later proposals are TPE's own
+    spec = load_pipeline(write_spec(tmp_path, search={"trials": 14, "budget_s": 120, "families": families, "seed": 3}))
+    result = run_search(spec, prepare(spec), f"sqlite:///{tmp_path / 's.db'}")
+    trials = optuna.load_study(study_name=result.study_name, storage=result.storage).trials
+    assert len(trials) == 14 and {t.params["family"] for t in trials} == set(families)
+
+    replay = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=3))
+    for trial in trials:
+        proposed = replay.ask()
+        get_family(proposed.suggest_categorical("family", families)).suggest(proposed)
+        assert proposed.params == trial.params, f"trial {trial.number}"
+        complete = trial.state == optuna.trial.TrialState.COMPLETE
+        replay.tell(proposed, trial.value if complete else None, state=trial.state)
