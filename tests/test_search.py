@@ -210,13 +210,49 @@ def test_the_median_pruner_reads_completed_curves_of_its_own_family_including_ea
     pruner = FamilyMedianPruner(optuna.load_study(study_name="s", storage=storage), higher_is_better=True)
     assert not pruner.should_prune("lightgbm", 50, 0.10)  # nothing read yet
     pruner.refresh()
-    assert sorted(f for f, _ in pruner.curves.values()) == ["lightgbm", "lightgbm", "lightgbm", "xgboost"]
+    assert sorted(f for f, _, _ in pruner.curves.values()) == ["lightgbm", "lightgbm", "lightgbm", "xgboost"]
     assert pruner.should_prune("lightgbm", 50, 0.79)  # its family's median at step 50 is 0.80, not 0.85
     assert not pruner.should_prune("lightgbm", 50, 0.81)
     assert not pruner.should_prune("lightgbm", 40, 0.10)  # inside the warm-up
     assert not pruner.should_prune("lightgbm", 70, 0.10)  # no peer reached step 70
     assert not pruner.should_prune("xgboost", 50, 0.10)  # one peer is too few to judge by
     assert not pruner.should_prune("mlp", 50, 0.10)  # no peers of that family
+
+
+
+def test_the_median_pruner_judges_a_tree_trial_against_peers_at_the_same_rounds_times_learning_rate(tmp_path: Path) -> None:
+    import math
+
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+
+    from fabric.search import FamilyMedianPruner
+
+    def learnt(progress: float) -> float:  # a validation AUC that rises with rounds x learning rate
+        return 0.95 - 0.45 * math.exp(-progress)
+
+    study = optuna.create_study(direction="maximize")
+    space = {"family": CategoricalDistribution(["xgboost"]), "xgb_eta": FloatDistribution(0.01, 0.3, log=True)}
+    for eta in (0.08, 0.1, 0.12):  # fast learners, finished at 200 rounds
+        study.add_trial(optuna.trial.create_trial(
+            params={"family": "xgboost", "xgb_eta": eta}, distributions=space, value=learnt(200 * eta),
+            user_attrs={"curve": [(step, learnt(step * eta)) for step in range(10, 210, 10)]},
+        ))  # fmt: skip
+    pruner = FamilyMedianPruner(study, higher_is_better=True)
+    pruner.refresh()
+    assert len(pruner.curves) == 3 and {rate for _, _, rate in pruner.curves.values()} == {0.08, 0.1, 0.12}
+
+    # eta 0.02 at round 100 has learnt what eta 0.1 had at round 20: on course, though far below the
+    # peers' round-100 values
+    slow = learnt(100 * 0.02)
+    assert slow < min(learnt(100 * eta) for eta in (0.08, 0.1, 0.12))
+    assert not pruner.should_prune("xgboost", 100, slow, rate=0.02)
+    assert pruner.should_prune("xgboost", 100, slow, rate=None)  # the same value judged round for round
+    assert pruner.should_prune("xgboost", 100, learnt(100 * 0.02) - 0.05, rate=0.02)  # behind at equal learning
+    assert not pruner.should_prune("xgboost", 60, 0.0, rate=0.01)  # 6 rounds of eta 0.1: no peer report that early
+    # 600 rounds of eta 0.1, past where the peers stopped: judged by where they stopped
+    assert pruner.should_prune("xgboost", 200, learnt(200 * 0.1) - 0.01, rate=0.3)
+    assert not pruner.should_prune("xgboost", 200, learnt(200 * 0.1) + 0.01, rate=0.3)
 
 
 def test_the_fast_validation_metrics_equal_scikit_learns() -> None:
