@@ -11,9 +11,11 @@
   candidate skips the intermediate checks when the p99 per tree of this run's finished fits of its
   family, extrapolated to its last possible round, is well within the budget.
 - Pruning compares a trial's validation curve with the median of completed trials *of the same
-  family* at the same step (rounds and epochs are not comparable across families). It works the
-  same for single- and multi-objective studies (Optuna's own `should_prune` does not support the
-  latter).
+  family* (rounds and epochs are not comparable across families) at the same point of learning:
+  the same epoch for the MLP, the same rounds times learning rate for trees. It works the same for
+  single- and multi-objective studies (Optuna's own `should_prune` does not support the latter).
+- Sampling is Optuna's default TPE: a tuned multivariate TPE found good regions sooner but settled
+  in one and lost to the default at 300 s (see run_search).
 - Families share the budget: TPE weighs a family by its trials' values, not their cost, so one good
   MLP trial (ten tree trials' time on 40,000 rows) draws the next ones to the MLP. A family that
   has spent more than its share (budget / families) and is behind another is not started again:
