@@ -55,7 +55,6 @@ LATENCY_SAFE_SHARE = 0.5  # extrapolated p99 below this share of the budget: sto
 LEARNING_RATE_PARAMS = {"xgboost": "xgb_eta", "lightgbm": "lgb_learning_rate"}  # Optuna param names
 WARMUP_STEPS = {"lightgbm": 50, "xgboost": 50, "mlp": 3}  # early curves of low learning rates look weak
 MIN_SAVING_SHARE = 0.01  # stop a trial early only if its projected rest costs this share of the budget
-COSTLIER_THAN = 2.0  # a family behind is stopped past its share only if its trials cost this many times the leader's
 RESERVE_SHARE = 0.05  # at most this share of the budget is kept free for a finished fit's export and timing
 LEDGER_ATTR = "fabric_search"  # study user attribute: the budget ledger of the search under way
 LEDGER_EVERY_S = 1.0  # while a trial runs; a kill loses at most this much of the ledger
@@ -312,37 +311,26 @@ class FamilyShare:
     """The seconds each family's trials spent in this run, and the best value each completed. TPE
     weighs families by the values of their trials, not by their cost: an MLP trial on 40,000 rows
     costs ten tree trials, and one good MLP trial draws the next ones to the MLP until the budget is
-    gone. A family that has spent more than its share of the budget (the budget over the families),
-    holds no better value than another family's and costs more than COSTLIER_THAN times the leading
-    family's trial is not started again: the trial is pruned before fitting, which also tells the
-    sampler. Families of about the same cost are left to TPE: on Caravan (300 s) XGBoost, a few
-    ten-thousandths behind LightGBM at the same cost, was pruned 192 times out of 810 trials while
-    TPE kept proposing it, and LightGBM got 168 trials where the baseline gave it 404."""
+    gone. A family that has spent more than its share of the budget (the budget over the families)
+    and holds no better value than another family's is not started again: the trial is pruned before
+    fitting, which also tells the sampler."""
 
     def __init__(self, budget_s: float | None, families: int, higher_is_better: bool) -> None:
         self.share_s = math.inf if budget_s is None else budget_s / max(families, 1)
         self.sign = 1.0 if higher_is_better else -1.0
         self.spent: dict[str, float] = {}
-        self.trials: dict[str, int] = {}
         self.best: dict[str, float] = {}
 
     def spend(self, family: str, seconds: float) -> None:
         self.spent[family] = self.spent.get(family, 0.0) + seconds
-        self.trials[family] = self.trials.get(family, 0) + 1
 
     def finished(self, family: str, value: float) -> None:
         self.best[family] = max(self.best.get(family, -math.inf), self.sign * value)
 
     def over(self, family: str) -> bool:
-        others = {f: v for f, v in self.best.items() if f != family}
-        if not others or self.best.get(family, -math.inf) >= max(others.values()):
-            return False
-        leader = max(others, key=lambda f: others[f])
-        costlier = self._trial_cost(family) > COSTLIER_THAN * self._trial_cost(leader)
-        return costlier and self.spent.get(family, 0.0) > self.share_s
-
-    def _trial_cost(self, family: str) -> float:
-        return self.spent.get(family, 0.0) / max(self.trials.get(family, 0), 1)
+        others = [v for f, v in self.best.items() if f != family]
+        behind = bool(others) and self.best.get(family, -math.inf) < max(others)
+        return behind and self.spent.get(family, 0.0) > self.share_s
 
 
 def _summary(trial: Any, multi: bool) -> TrialSummary:
