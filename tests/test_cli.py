@@ -29,14 +29,16 @@ def test_help_is_fast_and_imports_nothing_heavy() -> None:
 
 
 def test_run_registers_a_model_with_lineage(tmp_path: Path, home: Path) -> None:
-    spec = write_spec(tmp_path, search={"budget_s": 4, "families": ["lightgbm", "xgboost"]})
+    # a model, not a budget (test_search cuts trials at the deadline): on a cold CI machine the first
+    # `fabric run`'s imports alone took most of a 4 s budget and no trial finished
+    spec = write_spec(tmp_path, search={"budget_s": 60, "trials": 3, "families": ["lightgbm", "xgboost"]})
     result = fabric_cli("run", str(spec), "--stack", "dev", "--json")
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
     assert payload["model"] == "fraud:1" and payload["aliases"] == ["candidate"]
     assert 0.5 < payload["metrics"]["roc_auc"] <= 1.0
     assert payload["latency"]["p99_ms"] <= 5.0
-    assert payload["search"]["wall_s"] <= 4 * 1.1
+    assert 0 < payload["search"]["wall_s"] <= 60 * 1.1
     artifacts = Path(payload["artifacts"])
     assert {"model.onnx", "schema.json", "model_card.md", "model_card.json", "report.html"} <= {p.name for p in artifacts.iterdir()}
     report = (artifacts / "report.html").read_text()
