@@ -435,6 +435,7 @@ def run_search(
         params = family.suggest(trial)
         curve: list[tuple[int, float]] = []
         final_step = family.max_steps(params)
+        rate = learning_rate(family_name, trial.params)  # for the pruner, fixed for the trial
         latency_safe = tree_latency.safe(family_name, final_step, budget_ms)
         if options.pruning and spec.search.pruning:
             pruner.refresh()
@@ -458,7 +459,7 @@ def run_search(
                 # exports would only spend the search budget (the final model is measured anyway).
                 grows = family_name != "mlp"
                 latency_safe = p99 * max(1.0, final_step / step if grows else 1.0) <= LATENCY_SAFE_SHARE * budget_ms
-            if options.pruning and spec.search.pruning and worth and pruner.should_prune(family_name, step, value, learning_rate(family_name, trial.params)):
+            if options.pruning and spec.search.pruning and worth and pruner.should_prune(family_name, step, value, rate):
                 raise _Pruned("metric", f"step {step}: {value:.5f} worse than the family median")
 
         try:
