@@ -19,7 +19,10 @@
 - Families share the budget: TPE weighs a family by its trials' values, not their cost, so one good
   MLP trial (ten tree trials' time on 40,000 rows) draws the next ones to the MLP. A family that
   has spent more than its share (budget / families) and is behind another is not started again:
-  the trial is pruned before fitting (counted with the metric prunes), which the sampler also learns.
+  the trial is pruned before fitting (counted with the metric prunes), which the sampler also learns,
+  and the next trial runs the leading family (TPE proposes its other parameters). Pruning alone
+  gave the slot to no one: on Caravan (300 s, seed 1) TPE kept proposing XGBoost, a hair behind
+  LightGBM at the same cost, 192 times, and LightGBM got 168 trials to the baseline's 404.
 - Stopping a trial early (pruning, an intermediate latency check) is only done when the rest of the
   trial is projected to cost a noticeable share of the budget. On small data a trial costs a tenth
   of a second, early stopping already ends it, and pruning saved under 20% of it while throwing away
@@ -313,7 +316,7 @@ class FamilyShare:
     costs ten tree trials, and one good MLP trial draws the next ones to the MLP until the budget is
     gone. A family that has spent more than its share of the budget (the budget over the families)
     and holds no better value than another family's is not started again: the trial is pruned before
-    fitting, which also tells the sampler."""
+    fitting, which also tells the sampler, and the leader runs in its place (see run_search)."""
 
     def __init__(self, budget_s: float | None, families: int, higher_is_better: bool) -> None:
         self.share_s = math.inf if budget_s is None else budget_s / max(families, 1)
@@ -331,6 +334,10 @@ class FamilyShare:
         others = [v for f, v in self.best.items() if f != family]
         behind = bool(others) and self.best.get(family, -math.inf) < max(others)
         return behind and self.spent.get(family, 0.0) > self.share_s
+
+    def leader(self) -> str | None:
+        """The family holding the best value so far."""
+        return max(self.best, key=self.best.__getitem__) if self.best else None
 
 
 def _summary(trial: Any, multi: bool) -> TrialSummary:
@@ -428,8 +435,14 @@ def run_search(
         if deadline is not None and time.monotonic() + post_fit.estimate(family_name, step) > deadline:
             raise _Pruned("deadline", f"cut {when}: no time left to export and time it before the search deadline")
 
+    steer_to: str | None = None  # the leading family, for the trial after an allocation prune
+
     def objective(trial: Any) -> Any:
+        nonlocal steer_to
         trial_start = time.monotonic()
+        # Only the family is fixed: TPE still proposes the rest, from that family's own trials.
+        study.sampler = optuna.samplers.PartialFixedSampler({"family": steer_to}, sampler) if steer_to else sampler
+        steer_to = None
         family_name = trial.suggest_categorical("family", list(spec.search.families))
         family = get_family(family_name)
         params = family.suggest(trial)
@@ -464,7 +477,9 @@ def run_search(
 
         try:
             if options.pruning and spec.search.pruning and shares.over(family_name):
-                raise _Pruned("allocation", f"{family_name} spent over its share of the budget and is behind")
+                steer_to = shares.leader()
+                raise _Pruned("allocation", f"{family_name} spent over its share of the budget and is behind "
+                                            f"{steer_to}, which runs next")  # fmt: skip
             try:
                 model = family.fit(params, data, report)
             except DeadlineReached:
