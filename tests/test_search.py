@@ -194,28 +194,32 @@ def test_stopping_early_is_only_worth_it_for_the_expensive_rest_of_a_trial() -> 
 
 def test_the_median_pruner_reads_completed_curves_of_its_own_family_including_earlier_runs(tmp_path: Path) -> None:
     import optuna
-    from optuna.distributions import CategoricalDistribution
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
 
     from fabric.search import FamilyMedianPruner
 
     storage = f"sqlite:///{tmp_path / 's.db'}"
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
-    families = {"family": CategoricalDistribution(["lightgbm", "xgboost", "mlp"])}
+    space = {"family": CategoricalDistribution(["lightgbm", "xgboost", "mlp"]),
+             "lgb_learning_rate": FloatDistribution(0.01, 0.3), "xgb_eta": FloatDistribution(0.01, 0.3)}  # fmt: skip
     for family, value in [("lightgbm", 0.70), ("lightgbm", 0.80), ("lightgbm", 0.90), ("xgboost", 0.99)]:
+        rate = {"lightgbm": "lgb_learning_rate", "xgboost": "xgb_eta"}[family]
         study.add_trial(optuna.trial.create_trial(
-            params={"family": family}, distributions=families, value=value,
+            params={"family": family, rate: 0.1}, distributions={k: space[k] for k in ("family", rate)}, value=value,
             user_attrs={"curve": [(50, value), (60, value + 0.01)]},
         ))  # fmt: skip
 
     pruner = FamilyMedianPruner(optuna.load_study(study_name="s", storage=storage), higher_is_better=True)
-    assert not pruner.should_prune("lightgbm", 50, 0.10)  # nothing read yet
+    assert not pruner.should_prune("lightgbm", 50, 0.10, rate=0.1)  # nothing read yet
     pruner.refresh()
-    assert sorted(f for f, _, _ in pruner.curves.values()) == ["lightgbm", "lightgbm", "lightgbm", "xgboost"]
-    assert pruner.should_prune("lightgbm", 50, 0.79)  # its family's median at step 50 is 0.80, not 0.85
-    assert not pruner.should_prune("lightgbm", 50, 0.81)
-    assert not pruner.should_prune("lightgbm", 40, 0.10)  # inside the warm-up
-    assert not pruner.should_prune("lightgbm", 70, 0.10)  # no peer reached step 70
-    assert not pruner.should_prune("xgboost", 50, 0.10)  # one peer is too few to judge by
+    assert sorted(peer.family for peer in pruner.curves.values()) == ["lightgbm", "lightgbm", "lightgbm", "xgboost"]
+    assert pruner.should_prune("lightgbm", 50, 0.79, rate=0.1)  # its family's median at step 50 is 0.80, not 0.85
+    assert not pruner.should_prune("lightgbm", 50, 0.81, rate=0.1)
+    assert not pruner.should_prune("lightgbm", 40, 0.10, rate=0.1)  # inside the warm-up: 4 units of learning
+    # past the peers' last report, a peer is judged by where it stopped (0.71, 0.81, 0.91)
+    assert pruner.should_prune("lightgbm", 70, 0.80, rate=0.1)
+    assert not pruner.should_prune("lightgbm", 70, 0.82, rate=0.1)
+    assert not pruner.should_prune("xgboost", 50, 0.10, rate=0.1)  # one peer is too few to judge by
     assert not pruner.should_prune("mlp", 50, 0.10)  # no peers of that family
 
 
@@ -240,16 +244,19 @@ def test_the_median_pruner_judges_a_tree_trial_against_peers_at_the_same_rounds_
         ))  # fmt: skip
     pruner = FamilyMedianPruner(study, higher_is_better=True)
     pruner.refresh()
-    assert len(pruner.curves) == 3 and {rate for _, _, rate in pruner.curves.values()} == {0.08, 0.1, 0.12}
+    assert len(pruner.curves) == 3 and {peer.rate for peer in pruner.curves.values()} == {0.08, 0.1, 0.12}
 
-    # eta 0.02 at round 100 has learnt what eta 0.1 had at round 20: on course, though far below the
-    # peers' round-100 values
-    slow = learnt(100 * 0.02)
-    assert slow < min(learnt(100 * eta) for eta in (0.08, 0.1, 0.12))
-    assert not pruner.should_prune("xgboost", 100, slow, rate=0.02)
-    assert pruner.should_prune("xgboost", 100, slow, rate=None)  # the same value judged round for round
-    assert pruner.should_prune("xgboost", 100, learnt(100 * 0.02) - 0.05, rate=0.02)  # behind at equal learning
-    assert not pruner.should_prune("xgboost", 60, 0.0, rate=0.01)  # 6 rounds of eta 0.1: no peer report that early
+    # eta 0.04 at round 150 has learnt what eta 0.1 had at round 60: on course, though below the
+    # peers' round-150 values
+    slow = learnt(150 * 0.04)
+    assert slow < min(learnt(150 * eta) for eta in (0.08, 0.1, 0.12))
+    assert not pruner.should_prune("xgboost", 150, slow, rate=0.04)
+    assert pruner.should_prune("xgboost", 150, slow, rate=None)  # the same value judged round for round
+    assert pruner.should_prune("xgboost", 150, slow - 0.001, rate=0.04)  # behind at equal learning
+    # peers' values between their reports are interpolated: eta 0.08 at round 75 is between 70 and 80
+    assert not pruner.should_prune("xgboost", 125, learnt(125 * 0.048) + 0.001, rate=0.048)
+    # 100 rounds of eta 0.02 (2 units) is too early to judge a tree trial, however far behind
+    assert not pruner.should_prune("xgboost", 100, 0.0, rate=0.02)
     # 600 rounds of eta 0.1, past where the peers stopped: judged by where they stopped
     assert pruner.should_prune("xgboost", 200, learnt(200 * 0.1) - 0.01, rate=0.3)
     assert not pruner.should_prune("xgboost", 200, learnt(200 * 0.1) + 0.01, rate=0.3)

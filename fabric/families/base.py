@@ -49,6 +49,11 @@ class ModelFamily(abc.ABC):
     """Implementations are stateless; the fitted model object is opaque to the caller."""
 
     name: str
+    #: prefix of the family's Optuna parameter names (one study holds every family's parameters)
+    param_prefix: str
+    #: the Optuna parameter that scales what a tree learns per round (the pruner compares trials at
+    #: equal rounds x learning rate); None where steps do not scale with it (Adam's epochs)
+    learning_rate_param: str | None = None
     #: whether the family can use a GPU (used by cost and policy checks)
     uses_gpu: bool = False
 

@@ -60,6 +60,7 @@ def _build(torch: Any, data_shape: dict[str, Any], hidden: int, layers: int, dro
 
 class MLPFamily(ModelFamily):
     name = "mlp"
+    param_prefix = "mlp_"
     uses_gpu = True
 
     def suggest(self, trial: Any) -> dict[str, Any]:

@@ -154,6 +154,8 @@ def lightgbm_regression_onnx(model: Any, n_features: int) -> bytes | None:
 
 class LightGBMFamily(ModelFamily):
     name = "lightgbm"
+    param_prefix = "lgb_"
+    learning_rate_param = "lgb_learning_rate"
 
     def warm_up(self) -> None:
         import lightgbm  # noqa: F401
@@ -263,6 +265,8 @@ class LightGBMFamily(ModelFamily):
 
 class XGBoostFamily(ModelFamily):
     name = "xgboost"
+    param_prefix = "xgb_"
+    learning_rate_param = "xgb_eta"
 
     def warm_up(self) -> None:
         import onnxmltools  # noqa: F401
