@@ -371,6 +371,18 @@ def test_a_family_past_its_share_of_the_budget_is_not_started_again_while_anothe
     assert not only.over("mlp")  # no other family to give the time to
     assert not FamilyShare(budget_s=None, families=3, higher_is_better=True).over("mlp")  # no budget: no shares
 
+    cheap = FamilyShare(budget_s=60, families=2, higher_is_better=True)  # a share is 30 s; a fit under 0.6 s is cheap
+    cheap.finished("lightgbm", 0.80)
+    cheap.finished("xgboost", 0.79)
+    for _ in range(100):
+        cheap.spend("xgboost", 0.4)
+    assert not cheap.over("xgboost")  # 40 s, past its share and behind, but in fits too cheap to overrule TPE for
+    cheap.spend("xgboost", 30.0)
+    assert cheap.over("xgboost")  # a fit costs 0.69 s on average now
+    for _ in range(100):
+        cheap.spend("xgboost", 0.001, fitted=False)  # trials held back before fitting are no fits
+    assert cheap.over("xgboost")
+
 
 
 def test_the_trial_after_an_allocation_prune_runs_the_leading_family(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
