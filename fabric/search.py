@@ -49,7 +49,7 @@ import numpy as np
 
 from fabric.data.dataset import Dataset
 from fabric.errors import FabricError
-from fabric.families import DeadlineReached, FitData, get_family
+from fabric.families import DeadlineReached, FitData, ModelFamily, get_family
 from fabric.latency import measure
 from fabric.spec import LATENCY_OBJECTIVE, PipelineSpec
 
@@ -303,13 +303,13 @@ class PostFitCost:
         self.cap_s = math.inf if budget_s is None else RESERVE_SHARE * budget_s
         self.rate: dict[str, float] = {}  # seconds per step (trees) or seconds (MLP), the costliest seen
 
-    def observe(self, family: str, step: int, seconds: float) -> None:
-        rate = seconds if family == "mlp" else seconds / max(step, 1)
-        self.rate[family] = max(self.rate.get(family, 0.0), rate)
+    def observe(self, family: ModelFamily, step: int, seconds: float) -> None:
+        rate = seconds / max(step, 1) if family.steps_add_trees else seconds
+        self.rate[family.name] = max(self.rate.get(family.name, 0.0), rate)
 
-    def estimate(self, family: str, step: int) -> float:
-        rate = self.rate.get(family, 0.0)
-        return min(self.cap_s, rate if family == "mlp" else rate * max(step, 1))
+    def estimate(self, family: ModelFamily, step: int) -> float:
+        rate = self.rate.get(family.name, 0.0)
+        return min(self.cap_s, rate * max(step, 1) if family.steps_add_trees else rate)
 
 
 class TreeLatency:
@@ -331,38 +331,38 @@ class TreeLatency:
         self.fits: dict[str, list[tuple[int, float]]] = {}
         self.tail_ms: dict[str, float] = {}
 
-    def observe(self, family: str, trees: int, p50_ms: float, p99_ms: float) -> None:
-        if family != "mlp":
-            self.fits.setdefault(family, []).append((max(trees, 1), p50_ms))
-            self.tail_ms[family] = max(self.tail_ms.get(family, 0.0), p99_ms - p50_ms)
+    def observe(self, family: ModelFamily, trees: int, p50_ms: float, p99_ms: float) -> None:
+        if family.steps_add_trees:
+            self.fits.setdefault(family.name, []).append((max(trees, 1), p50_ms))
+            self.tail_ms[family.name] = max(self.tail_ms.get(family.name, 0.0), p99_ms - p50_ms)
 
-    def per_tree_ms(self, family: str) -> float | None:
-        fits = self.fits.get(family, [])
+    def per_tree_ms(self, family: ModelFamily) -> float | None:
+        fits = self.fits.get(family.name, [])
         trees = np.array([t for t, _ in fits], dtype=float)
         if len(fits) < self.MIN_FITS or np.ptp(trees) == 0:
             return None
         slope, _ = np.polyfit(trees, [p50 for _, p50 in fits], 1)
         return max(float(slope), 0.0)
 
-    def projected_p99(self, family: str, trees: int) -> float | None:
+    def projected_p99(self, family: ModelFamily, trees: int) -> float | None:
         """The p99 of a fit of `trees` trees of this family, from its finished fits; None before
         MIN_FITS."""
         per_tree = self.per_tree_ms(family)
         if per_tree is None:
             return None
-        fits = self.fits[family]
+        fits = self.fits[family.name]
         fixed = max(p50 - per_tree * t for t, p50 in fits)  # the line through the costliest fit
-        return fixed + per_tree * trees + self.tail_ms[family]
+        return fixed + per_tree * trees + self.tail_ms[family.name]
 
-    def extend(self, family: str, p99_ms: float, step: int, final_step: int) -> float:
+    def extend(self, family: ModelFamily, p99_ms: float, step: int, final_step: int) -> float:
         """A p99 measured after `step` rounds of a fit, projected to its last possible round: with the
         family's per-tree cost when known, else in proportion to the rounds (an over-estimate)."""
-        per_tree = self.per_tree_ms(family) if family != "mlp" else 0.0
+        per_tree = self.per_tree_ms(family) if family.steps_add_trees else 0.0
         if per_tree is None:
             return p99_ms * max(1.0, final_step / max(step, 1))
         return p99_ms + per_tree * max(final_step - step, 0)
 
-    def safe(self, family: str, final_step: int, budget_ms: float) -> bool:
+    def safe(self, family: ModelFamily, final_step: int, budget_ms: float) -> bool:
         projected = self.projected_p99(family, final_step)  # None for the MLP: observe skips it
         return projected is not None and projected <= LATENCY_SAFE_SHARE * budget_ms
 
@@ -500,8 +500,8 @@ def run_search(
     data = fit_data(dataset, spec, deadline)
     sample_rows = dataset.validation.X[:256]
 
-    def cut_unless_time_left(family_name: str, step: int, when: str) -> None:
-        if deadline is not None and time.monotonic() + post_fit.estimate(family_name, step) > deadline:
+    def cut_unless_time_left(family: ModelFamily, step: int, when: str) -> None:
+        if deadline is not None and time.monotonic() + post_fit.estimate(family, step) > deadline:
             raise _Pruned("deadline", f"cut {when}: no time left to export and time it before the search deadline")
 
     steer_to: str | None = None  # the leading family, for the trial after an allocation prune
@@ -519,7 +519,7 @@ def run_search(
         curve: list[tuple[int, float]] = []
         final_step = family.max_steps(params)
         rate = learning_rate(family_name, trial.params)  # for the pruner, fixed for the trial
-        latency_safe = tree_latency.safe(family_name, final_step, budget_ms)
+        latency_safe = tree_latency.safe(family, final_step, budget_ms)
         if options.pruning and spec.search.pruning:
             pruner.refresh()
         fit_start = time.monotonic()
@@ -530,8 +530,8 @@ def run_search(
             if len(curve) == 1:
                 first_report_s.append(time.monotonic() - trial_start)
             ledger.write(every_s=LEDGER_EVERY_S)
-            cut_unless_time_left(family_name, step, f"at step {step}")
-            checkpoint = step in LATENCY_CHECK_STEPS or (family_name == "mlp" and step == 1)
+            cut_unless_time_left(family, step, f"at step {step}")
+            checkpoint = step in LATENCY_CHECK_STEPS or (not family.steps_add_trees and step == 1)
             worth = worth_stopping_early(time.monotonic() - fit_start, step, final_step, budget)
             if options.latency_aware and checkpoint and not latency_safe and worth:
                 p99 = measure(export(), sample_rows, runs=options.latency_runs).p99_ms
@@ -540,7 +540,7 @@ def run_search(
                 # Tree latency grows about linearly with rounds and an MLP's not at all: once the
                 # projection to the last possible step fits the budget with room to spare, more
                 # exports would only spend the search budget (the final model is measured anyway).
-                projected = tree_latency.extend(family_name, p99, step, final_step)
+                projected = tree_latency.extend(family, p99, step, final_step)
                 latency_safe = projected <= LATENCY_SAFE_SHARE * budget_ms
             if options.pruning and spec.search.pruning and worth and pruner.should_prune(family_name, step, value, rate):
                 raise _Pruned("metric", f"step {step}: {value:.5f} worse than the family median")
@@ -556,7 +556,7 @@ def run_search(
             except DeadlineReached:
                 raise _Pruned("deadline", "cut at the search deadline") from None
             steps = curve[-1][0] if curve else final_step
-            cut_unless_time_left(family_name, steps, f"after {steps} steps")
+            cut_unless_time_left(family, steps, f"after {steps} steps")
             from fabric.families.trees import validation_metric
 
             post_start = time.monotonic()
@@ -565,10 +565,10 @@ def run_search(
                 raise _Pruned("metric", f"non-finite validation {spec.metric}")
             profile = measure(family.to_onnx(model, dataset.train.X.shape[1]), sample_rows, runs=options.latency_runs)
             p99 = profile.p99_ms
-            post_fit.observe(family_name, steps, time.monotonic() - post_start)
+            post_fit.observe(family, steps, time.monotonic() - post_start)
             # the trees served: early stopping keeps fewer than it fitted
             served = int(family.refit_params(params, model).get("rounds", steps))
-            tree_latency.observe(family_name, served, profile.p50_ms, p99)
+            tree_latency.observe(family, served, profile.p50_ms, p99)
             trial.set_user_attr("p99_ms", p99)
             if options.latency_aware and p99 > budget_ms:
                 raise _Pruned("latency", f"p99 {p99:.3f} ms > budget {budget_ms} ms")

@@ -284,18 +284,21 @@ def test_the_fast_validation_metrics_equal_scikit_learns() -> None:
 
 
 def test_the_time_a_finished_fit_still_needs_is_learned_per_family_and_grows_with_tree_rounds() -> None:
+    from fabric.families import get_family
     from fabric.search import PostFitCost
 
+    lightgbm, xgboost, mlp = (get_family(name) for name in ("lightgbm", "xgboost", "mlp"))
+
     cost = PostFitCost(budget_s=60)
-    assert cost.estimate("lightgbm", 500) == 0.0  # nothing seen yet: nothing reserved
-    cost.observe("lightgbm", 100, 0.5)
-    cost.observe("lightgbm", 200, 0.6)  # the costliest rate per round is kept
-    assert cost.estimate("lightgbm", 300) == pytest.approx(1.5)
-    assert cost.estimate("lightgbm", 1000) == pytest.approx(3.0)  # capped at 5% of the budget
-    assert cost.estimate("xgboost", 1000) == 0.0  # learned per family
-    cost.observe("mlp", 30, 0.5)  # an MLP's export does not grow with epochs
-    assert cost.estimate("mlp", 40) == pytest.approx(0.5)
-    assert PostFitCost(budget_s=None).estimate("mlp", 1) == 0.0
+    assert cost.estimate(lightgbm, 500) == 0.0  # nothing seen yet: nothing reserved
+    cost.observe(lightgbm, 100, 0.5)
+    cost.observe(lightgbm, 200, 0.6)  # the costliest rate per round is kept
+    assert cost.estimate(lightgbm, 300) == pytest.approx(1.5)
+    assert cost.estimate(lightgbm, 1000) == pytest.approx(3.0)  # capped at 5% of the budget
+    assert cost.estimate(xgboost, 1000) == 0.0  # learned per family
+    cost.observe(mlp, 30, 0.5)  # an MLP's export does not grow with epochs
+    assert cost.estimate(mlp, 40) == pytest.approx(0.5)
+    assert PostFitCost(budget_s=None).estimate(mlp, 1) == 0.0
 
 
 
@@ -338,32 +341,35 @@ def test_lightgbm_reports_the_spec_metric_of_the_model_so_far_and_stops_early_on
 
 
 def test_intermediate_latency_checks_are_skipped_once_finished_trees_project_well_within_budget() -> None:
+    from fabric.families import get_family
     from fabric.search import TreeLatency
 
+    lightgbm, xgboost, mlp = (get_family(name) for name in ("lightgbm", "xgboost", "mlp"))
+
     latency = TreeLatency()
-    assert not latency.safe("lightgbm", 50, budget_ms=1.0)  # nothing seen yet: check
+    assert not latency.safe(lightgbm, 50, budget_ms=1.0)  # nothing seen yet: check
     # p50 = 0.015 ms fixed + 1e-4 ms per tree; the 30-tree fit's p99 jittered to 0.1 ms
-    latency.observe("lightgbm", 200, 0.035, 0.05)
-    latency.observe("lightgbm", 100, 0.025, 0.04)
-    assert not latency.safe("lightgbm", 1000, budget_ms=1.0)  # a slope from two fits: check
-    latency.observe("lightgbm", 30, 0.018, 0.1)
-    assert latency.per_tree_ms("lightgbm") == pytest.approx(1e-4)
+    latency.observe(lightgbm, 200, 0.035, 0.05)
+    latency.observe(lightgbm, 100, 0.025, 0.04)
+    assert not latency.safe(lightgbm, 1000, budget_ms=1.0)  # a slope from two fits: check
+    latency.observe(lightgbm, 30, 0.018, 0.1)
+    assert latency.per_tree_ms(lightgbm) == pytest.approx(1e-4)
     # 0.015 + 1000 x 1e-4 + the worst tail 0.082: 0.197 ms. Dividing that 30-tree p99 by its trees
     # (3.3e-3 ms per tree) projected 3.3 ms and checked every long fit.
-    assert latency.projected_p99("lightgbm", 1000) == pytest.approx(0.197)
-    assert latency.safe("lightgbm", 1000, budget_ms=1.0)  # 0.197 ms <= half the budget
-    assert not latency.safe("lightgbm", 1000, budget_ms=0.3)  # 0.197 ms > 0.15 ms: check it
-    latency.observe("lightgbm", 100, 0.045, 0.06)  # deeper trees: projected through the costliest fit
-    assert latency.projected_p99("lightgbm", 1000) > 0.197
-    assert not latency.safe("xgboost", 10, budget_ms=1.0)  # learned per family
+    assert latency.projected_p99(lightgbm, 1000) == pytest.approx(0.197)
+    assert latency.safe(lightgbm, 1000, budget_ms=1.0)  # 0.197 ms <= half the budget
+    assert not latency.safe(lightgbm, 1000, budget_ms=0.3)  # 0.197 ms > 0.15 ms: check it
+    latency.observe(lightgbm, 100, 0.045, 0.06)  # deeper trees: projected through the costliest fit
+    assert latency.projected_p99(lightgbm, 1000) > 0.197
+    assert not latency.safe(xgboost, 10, budget_ms=1.0)  # learned per family
     # a p99 measured mid-fit is extended by the per-tree cost, or in proportion to rounds without one
-    per_tree = latency.per_tree_ms("lightgbm")
-    assert latency.extend("lightgbm", 0.05, 10, 1000) == pytest.approx(0.05 + per_tree * 990)
-    assert latency.extend("xgboost", 0.05, 10, 1000) == pytest.approx(5.0)
+    per_tree = latency.per_tree_ms(lightgbm)
+    assert latency.extend(lightgbm, 0.05, 10, 1000) == pytest.approx(0.05 + per_tree * 990)
+    assert latency.extend(xgboost, 0.05, 10, 1000) == pytest.approx(5.0)
     # an MLP's latency does not grow with epochs: never projected, never skipped
-    latency.observe("mlp", 40, 0.01, 0.02)
-    assert latency.extend("mlp", 0.02, 1, 40) == 0.02
-    assert not latency.safe("mlp", 40, budget_ms=1.0)
+    latency.observe(mlp, 40, 0.01, 0.02)
+    assert latency.extend(mlp, 0.02, 1, 40) == 0.02
+    assert not latency.safe(mlp, 40, budget_ms=1.0)
 
 
 def test_a_family_past_its_share_of_the_budget_is_not_started_again_while_another_is_better() -> None:

@@ -54,6 +54,9 @@ class ModelFamily(abc.ABC):
     #: the Optuna parameter that scales what a tree learns per round (the pruner compares trials at
     #: equal rounds x learning rate); None where steps do not scale with it (Adam's epochs)
     learning_rate_param: str | None = None
+    #: whether each step adds a tree to the served model, so that its ONNX export and its served
+    #: latency grow with the steps fitted (an MLP's epochs change its weights, not its size)
+    steps_add_trees: bool = False
     #: whether the family can use a GPU (used by cost and policy checks)
     uses_gpu: bool = False
 

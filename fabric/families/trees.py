@@ -156,6 +156,7 @@ class LightGBMFamily(ModelFamily):
     name = "lightgbm"
     param_prefix = "lgb_"
     learning_rate_param = "lgb_learning_rate"
+    steps_add_trees = True
 
     def warm_up(self) -> None:
         import lightgbm  # noqa: F401
@@ -267,6 +268,7 @@ class XGBoostFamily(ModelFamily):
     name = "xgboost"
     param_prefix = "xgb_"
     learning_rate_param = "xgb_eta"
+    steps_add_trees = True
 
     def warm_up(self) -> None:
         import onnxmltools  # noqa: F401
